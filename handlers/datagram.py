@@ -1,0 +1,29 @@
+"""DatagramRequestHandler: one datagram in, at most one datagram out.
+
+``self.request`` is ``(data, server_socket)``.  ``setup()`` makes
+``self.packet`` (the bytes) readable through ``self.rfile`` and collects
+what the handler writes to ``self.wfile``; ``finish()`` sends that back to
+the client as one datagram.  It never blocks waiting for the peer, which is
+why a datagram server is "framed by nature": the reactor has already read
+the whole message before the handler runs.
+"""
+
+from __future__ import annotations
+
+import io
+
+from .base import BaseRequestHandler
+
+__all__ = ["DatagramRequestHandler"]
+
+
+class DatagramRequestHandler(BaseRequestHandler):
+    """Provides ``self.rfile`` (the datagram) and ``self.wfile`` (the reply)."""
+
+    def setup(self) -> None:
+        self.packet, self.socket = self.request
+        self.rfile = io.BytesIO(self.packet)
+        self.wfile = io.BytesIO()
+
+    def finish(self) -> None:
+        self.socket.sendto(self.wfile.getvalue(), self.client_address)

@@ -1,0 +1,77 @@
+"""reactor: socketserver's API on a selectors event loop.
+
+``import reactor as socketserver`` works: every public name of the stdlib
+module is here with the same meaning.  On top of them:
+
+* ``Reactor``: one event loop serving any number of servers of any family;
+* ``RequestTable``, ``Record``, ``State``, ``Event``, ``Kind``: the explicit
+  table of requests in flight that every server keeps (``server.request_table``);
+* the exceptions in ``reactor.errors``.
+"""
+
+import logging as _logging
+
+from handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
+
+from .dispatch import (
+    ForkingMixIn,
+    ForkingTCPServer,
+    ForkingUDPServer,
+    ForkingUnixDatagramServer,
+    ForkingUnixStreamServer,
+    ThreadingMixIn,
+    ThreadingTCPServer,
+    ThreadingUDPServer,
+    ThreadingUnixDatagramServer,
+    ThreadingUnixStreamServer,
+)
+from .errors import BrokenError, ClosedError, ProtocolError, ReactorError, TransitionError, UsageError
+from .loop import Handle, Reactor, TimerHandle
+from .servers import BaseServer, TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
+from .table import Event, Kind, Record, RequestTable, State
+
+# A library logs; the application decides where logs go.  Without this,
+# Python's last-resort handler would print our ERROR records to stderr a
+# second time next to handle_error's own stdlib-style output.
+_logging.getLogger("reactor").addHandler(_logging.NullHandler())
+
+__version__ = "0.1.0"
+
+#: The stdlib socketserver's public names, all present here.
+SOCKETSERVER_NAMES = [
+    "BaseServer",
+    "TCPServer",
+    "UDPServer",
+    "ThreadingUDPServer",
+    "ThreadingTCPServer",
+    "BaseRequestHandler",
+    "StreamRequestHandler",
+    "DatagramRequestHandler",
+    "ThreadingMixIn",
+    "ForkingUDPServer",
+    "ForkingTCPServer",
+    "ForkingMixIn",
+    "UnixStreamServer",
+    "UnixDatagramServer",
+    "ThreadingUnixStreamServer",
+    "ThreadingUnixDatagramServer",
+    "ForkingUnixStreamServer",
+    "ForkingUnixDatagramServer",
+]
+
+__all__ = SOCKETSERVER_NAMES + [
+    "Reactor",
+    "Handle",
+    "TimerHandle",
+    "RequestTable",
+    "Record",
+    "State",
+    "Event",
+    "Kind",
+    "ReactorError",
+    "UsageError",
+    "TransitionError",
+    "ProtocolError",
+    "ClosedError",
+    "BrokenError",
+]

@@ -1,0 +1,32 @@
+"""Command line: ``python -m reactor demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m reactor",
+        description="socketserver's API on a selectors reactor.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    demo = commands.add_parser(
+        "demo",
+        help="echo servers on TCP, UDP, Unix stream and Unix datagram in one reactor",
+        description="Start a line-echo server on each of the four socket families in ONE "
+        "reactor, talk to each once, show the request table's story, shut down.",
+    )
+    demo.add_argument("--quiet", action="store_true", help="print only the exchanges and the summary")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(verbose=not args.quiet)
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse refuses first
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,429 @@
+"""The event loop: one selector, a timer heap and a wakeup socketpair.
+
+Everything that happens in a reactor happens in ``run_once()``, which is
+the event loop body; ``run()`` calls it until ``stop()``:
+
+    1. work out how long we may sleep (0 if callbacks are waiting, else
+       until the nearest timer, else forever);
+    2. ``select()`` for that long;
+    3. call the reader/writer callbacks of the descriptors that are ready;
+    4. move the timers that are due onto the ready queue;
+    5. run the ready queue (only what was in it when this step began);
+    6. tell each server its loop step is over (``service_actions()``).
+
+Invariants:
+
+* Nothing polls.  The loop sleeps in ``select()`` until a descriptor is
+  ready, a timer is due, or another thread writes to the wakeup socketpair
+  (``call_soon_threadsafe``, ``stop``).
+* A callback never runs for a registration that was removed earlier in the
+  same iteration, even if its descriptor number has been reused since: each
+  registration is a new ``Handle`` object and removing it cancels it
+  (asyncore got this wrong: python/cpython#75114).
+* No globals.  Any number of reactors can live in one process, each owned
+  by whoever created it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+from .errors import ClosedError, UsageError
+
+__all__ = ["Reactor", "Handle", "TimerHandle"]
+
+log = logging.getLogger("reactor")
+trace = logging.getLogger("reactor.trace")
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+
+
+class Handle:
+    """A callback scheduled on a reactor; ``cancel()`` stops it from running."""
+
+    __slots__ = ("callback", "args", "cancelled")
+
+    def __init__(self, callback: Callable[..., Any], args: tuple) -> None:
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Make sure the callback will not run (again).  Idempotent."""
+        self.cancelled = True
+
+    def __repr__(self) -> str:
+        name = getattr(self.callback, "__qualname__", repr(self.callback))
+        return f"<{type(self).__name__} {name}{' cancelled' if self.cancelled else ''}>"
+
+
+class TimerHandle(Handle):
+    """A callback due at ``when`` (in the reactor's clock); ordered by time."""
+
+    __slots__ = ("when", "seq")
+
+    def __init__(self, when: float, seq: int, callback: Callable[..., Any], args: tuple) -> None:
+        super().__init__(callback, args)
+        self.when = when
+        self.seq = seq
+
+    def __lt__(self, other: "TimerHandle") -> bool:
+        # seq breaks ties so timers due at the same moment run in the order
+        # they were scheduled.
+        return (self.when, self.seq) < (other.when, other.seq)
+
+
+class Reactor:
+    """A single-threaded event loop that serves any number of servers.
+
+    ``selector`` is a ``selectors.BaseSelector`` instance (default:
+    ``selectors.DefaultSelector()``, epoll on Linux).  ``clock`` is the
+    monotonic clock the timers use; tests pass a fake one.
+
+    Methods that are safe from any thread: ``call_soon_threadsafe``,
+    ``stop``, ``wakeup``.  Everything else belongs to the thread that runs
+    the loop.  A reactor is a context manager; leaving the block closes it.
+    """
+
+    def __init__(
+        self,
+        selector: selectors.BaseSelector | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._selector = selector if selector is not None else selectors.DefaultSelector()
+        self._clock = clock
+        self._timers: list[TimerHandle] = []
+        self._timer_seq = itertools.count()
+        self._ready: deque[Handle] = deque()
+        self._servers: list[Any] = []
+        self._stopping = False
+        self._closed = False
+        self._thread_id: int | None = None
+        # The wakeup socketpair: another thread (or a signal handler) writes
+        # one byte, select() returns, the loop runs what was queued for it.
+        # A socketpair rather than a pipe so the same code would work with
+        # select() on Windows (see web-platform-tests/wpt#53407).
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.add_reader(self._wake_r, self._drain_wakeup)
+
+    # ------------------------------------------------------------------ I/O
+
+    def add_reader(self, fileobj: Any, callback: Callable[..., Any], *args: Any) -> Handle:
+        """Call ``callback(*args)`` whenever ``fileobj`` is readable.
+
+        Replaces an earlier reader for the same descriptor.  Returns the
+        handle; cancelling it is the same as ``remove_reader``.
+        """
+        return self._add(fileobj, 0, callback, args)
+
+    def add_writer(self, fileobj: Any, callback: Callable[..., Any], *args: Any) -> Handle:
+        """Call ``callback(*args)`` whenever ``fileobj`` is writable."""
+        return self._add(fileobj, 1, callback, args)
+
+    def remove_reader(self, fileobj: Any) -> bool:
+        """Stop watching ``fileobj`` for reading.  Returns whether it was watched."""
+        return self._remove(fileobj, 0)
+
+    def remove_writer(self, fileobj: Any) -> bool:
+        """Stop watching ``fileobj`` for writing.  Returns whether it was watched."""
+        return self._remove(fileobj, 1)
+
+    def _add(self, fileobj: Any, slot: int, callback: Callable[..., Any], args: tuple) -> Handle:
+        self._check_open()
+        handle = Handle(callback, args)
+        try:
+            key = self._selector.get_key(fileobj)
+        except KeyError:
+            pair = [None, None]
+            pair[slot] = handle
+            self._selector.register(fileobj, _READ if slot == 0 else _WRITE, tuple(pair))
+            return handle
+        pair = list(key.data)
+        if pair[slot] is not None:
+            pair[slot].cancel()
+        pair[slot] = handle
+        # modify() stores a new data tuple; events already returned by this
+        # iteration's select() still hold the old one, whose handles are
+        # cancelled, so they are skipped (see _dispatch).
+        self._selector.modify(fileobj, key.events | (_READ if slot == 0 else _WRITE), tuple(pair))
+        return handle
+
+    def _remove(self, fileobj: Any, slot: int) -> bool:
+        if self._closed:
+            return False
+        try:
+            key = self._selector.get_key(fileobj)
+        except (KeyError, ValueError):
+            # ValueError: the file object is already closed (fileno() == -1).
+            return False
+        pair = list(key.data)
+        handle = pair[slot]
+        if handle is None:
+            return False
+        handle.cancel()
+        pair[slot] = None
+        events = key.events & ~(_READ if slot == 0 else _WRITE)
+        if events:
+            self._selector.modify(fileobj, events, tuple(pair))
+        else:
+            self._selector.unregister(fileobj)
+        return True
+
+    # --------------------------------------------------------------- timers
+
+    def time(self) -> float:
+        """The reactor's clock (monotonic seconds)."""
+        return self._clock()
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> Handle:
+        """Run ``callback(*args)`` in the next loop iteration (loop thread only)."""
+        self._check_open()
+        handle = Handle(callback, args)
+        self._ready.append(handle)
+        return handle
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        """Run ``callback(*args)`` once, ``delay`` seconds from now."""
+        return self.call_at(self._clock() + delay, callback, *args)
+
+    def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        """Run ``callback(*args)`` once, when the clock reaches ``when``.
+
+        Cancel the returned handle to drop it.  A cancelled timer stays in
+        the heap until it would have fired, then is thrown away unrun.
+        """
+        self._check_open()
+        timer = TimerHandle(when, next(self._timer_seq), callback, args)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> Handle:
+        """Like ``call_soon`` but callable from any thread; wakes the loop."""
+        handle = Handle(callback, args)
+        self._ready.append(handle)  # deque.append is atomic
+        self.wakeup()
+        return handle
+
+    def wakeup(self) -> None:
+        """Make a sleeping ``select()`` return now.  Safe from any thread or signal handler."""
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass  # the pipe is full: the loop will wake anyway
+        except OSError:
+            pass  # closed: nothing to wake
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def next_timeout(self) -> float | None:
+        """Seconds until the loop has work without any I/O: 0 if callbacks
+        are queued, the delay to the nearest timer, or None (nothing planned).
+
+        A foreign loop driving this reactor through ``fileno()`` uses this to
+        know when to call ``run_once(0)`` even though nothing became readable.
+        """
+        if self._ready or self._stopping:
+            return 0.0
+        while self._timers and self._timers[0].cancelled:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0].when - self._clock())
+
+    # -------------------------------------------------------------- servers
+
+    @property
+    def servers(self) -> tuple:
+        """The servers this reactor is serving, in the order they were added."""
+        return tuple(self._servers)
+
+    def add_server(self, server: Any, *, poll_interval: float = 0.5) -> None:
+        """Serve ``server`` (any of reactor's server classes) on this reactor.
+
+        The server's socket is switched to nonblocking mode while it is
+        served.  If the server's class overrides ``service_actions()``, it is
+        also called at least every ``poll_interval`` seconds, as the stdlib
+        loop does; otherwise the reactor never wakes just for it.
+        """
+        self._check_open()
+        if server in self._servers:
+            raise UsageError(f"{server!r} is already served by this reactor")
+        server._attach(self, poll_interval)
+        self._servers.append(server)
+
+    def remove_server(self, server: Any) -> bool:
+        """Stop serving ``server``; returns False if it was not being served.
+
+        The server itself stays open (call its ``server_close()``).
+        """
+        if server not in self._servers:
+            return False
+        self._servers.remove(server)
+        server._detach(self)
+        return True
+
+    # -------------------------------------------------------------- running
+
+    def run_once(self, timeout: float | None = None) -> int:
+        """Run one iteration of the event loop; return how many callbacks ran.
+
+        ``timeout`` caps how long to wait for I/O: None waits until there is
+        something to do, 0 never waits (what a foreign loop passes).
+        """
+        self._check_open()
+        self._thread_id = threading.get_ident()
+
+        # 1. How long may we sleep?
+        wait = self.next_timeout()
+        if timeout is not None and (wait is None or timeout < wait):
+            wait = timeout
+
+        # 2. Sleep until a descriptor is ready or the time is up.
+        tracing = trace.isEnabledFor(logging.DEBUG)
+        started = self._clock() if tracing else 0.0
+        events = self._selector.select(wait)
+        ran = 0
+
+        # 3. I/O callbacks.
+        for key, mask in events:
+            reader, writer = key.data
+            if mask & _READ and reader is not None and not reader.cancelled:
+                reader.callback(*reader.args)
+                ran += 1
+            # A reader may have removed or replaced the writer: check again.
+            if mask & _WRITE and writer is not None and not writer.cancelled:
+                writer.callback(*writer.args)
+                ran += 1
+
+        # 4. Timers that are due join the ready queue.
+        now = self._clock()
+        due = 0
+        while self._timers and self._timers[0].when <= now:
+            timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                self._ready.append(timer)
+                due += 1
+
+        if tracing and (events or due):
+            self._trace_wake(wait, now - started, events, due)
+
+        # 5. Callbacks queued before this point; ones they queue wait a turn.
+        for _ in range(len(self._ready)):
+            handle = self._ready.popleft()
+            if not handle.cancelled:
+                handle.callback(*handle.args)
+                ran += 1
+
+        # 6. The stdlib's per-iteration hook, for every server we serve.
+        for server in tuple(self._servers):
+            server.service_actions()
+        return ran
+
+    def _trace_wake(self, wait: float | None, slept: float, events: list, due: int) -> None:
+        ready = []
+        for key, mask in events:
+            what = "+".join(n for n, bit in (("read", _READ), ("write", _WRITE)) if mask & bit)
+            label = "wakeup" if key.fileobj is self._wake_r else f"fd {key.fd}"
+            ready.append(f"{label} {what}")
+        limit = "none" if wait is None else f"{wait:.3f}s"
+        trace.debug(
+            "loop woke after %.3fs (timeout %s): %s%s",
+            slept,
+            limit,
+            ", ".join(ready) or "no I/O",
+            f"; {due} timer(s) due" if due else "",
+        )
+
+    def run(self) -> None:
+        """Run the event loop until ``stop()`` is called.
+
+        A ``stop()`` that came before ``run()`` makes it return at once.
+        Exceptions from callbacks propagate out of ``run()`` (servers catch
+        their own handlers' errors before that).
+        """
+        try:
+            while not self._stopping:
+                self.run_once()
+        finally:
+            self._stopping = False
+
+    def stop(self) -> None:
+        """Ask ``run()`` to return after the current iteration.  Any thread."""
+        self._stopping = True
+        self.wakeup()
+
+    def fileno(self) -> int:
+        """The selector's own descriptor, readable whenever the reactor has I/O to do.
+
+        A foreign loop (asyncio's ``add_reader``, a GUI toolkit, a hand
+        written ``select``) watches it and calls ``run_once(0)`` when it is
+        readable, plus after ``next_timeout()`` seconds for timers.  Only
+        selectors that are themselves descriptors have one (epoll, kqueue,
+        devpoll); ``SelectSelector`` and ``PollSelector`` raise UsageError.
+        """
+        self._check_open()
+        get = getattr(self._selector, "fileno", None)
+        if get is None:
+            raise UsageError(
+                f"{type(self._selector).__name__} has no descriptor of its own; "
+                "use selectors.DefaultSelector() (epoll/kqueue) to embed a reactor"
+            )
+        return get()
+
+    @property
+    def selector(self) -> selectors.BaseSelector:
+        """The underlying selector (read-only: register through the reactor)."""
+        return self._selector
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def in_loop_thread(self) -> bool:
+        """True when called from the thread that last ran this reactor."""
+        return self._thread_id == threading.get_ident()
+
+    def close(self) -> None:
+        """Detach every server and release the selector and wakeup pair.  Idempotent."""
+        if self._closed:
+            return
+        for server in tuple(self._servers):
+            self.remove_server(server)
+        self._closed = True
+        self._timers.clear()
+        self._ready.clear()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("this reactor is closed")
+
+    def __enter__(self) -> "Reactor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._servers)} server(s)"
+        return f"<Reactor {type(self._selector).__name__} {state} pid={os.getpid()}>"

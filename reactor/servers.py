@@ -1,0 +1,568 @@
+"""The servers: socketserver's classes, driven by a Reactor.
+
+Every class here has the stdlib's methods and attributes with the stdlib's
+meaning, and the reactor drives the request lifecycle only by calling
+those (overridable) methods:
+
+    listener readable -> get_request() -> verify_request() --False--> shutdown_request()
+                                               | True
+                                               v
+                                       process_request() -> finish_request() -> handler
+                                               v
+                                       shutdown_request() -> close_request()
+
+    an exception on the way: handle_error(request, client_address), then
+    shutdown_request(); KeyboardInterrupt and SystemExit propagate.
+
+What differs from the stdlib, on purpose:
+
+* ``serve_forever()`` runs a ``Reactor``: it sleeps in ``select()`` until
+  there is work, instead of waking every ``poll_interval``;
+* ``shutdown()`` wakes the loop at once, may be called before
+  ``serve_forever()`` starts (which then returns at once), and called on the
+  loop's own thread (from a handler, ``service_actions``, a signal handler)
+  it stops the loop after the current step instead of deadlocking;
+* any number of servers can share one reactor (``Reactor.add_server``);
+* every request is a record in ``server.request_table``;
+* ``handle_error`` also logs through ``logging.getLogger("reactor")``;
+* Unix servers remove their socket file in ``server_close()`` (and a stale
+  one left by a dead process before ``bind()``);
+* ``request_queue_size`` defaults to ``socket.SOMAXCONN`` rather than 5, and
+  ``UDPServer.max_packet_size`` to 65536 rather than 8192;
+* ``TCPServer``/``UDPServer`` given an IPv6 literal host use AF_INET6.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import stat
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from .errors import UsageError
+from .loop import Reactor
+from .table import Event, Kind, RequestTable, family_name
+
+__all__ = ["BaseServer", "TCPServer", "UDPServer", "UnixStreamServer", "UnixDatagramServer"]
+
+log = logging.getLogger("reactor")
+
+# How many requests one readiness event may bring in before the loop looks
+# at other descriptors again: enough to drain a burst, few enough to be fair.
+ACCEPTS_PER_WAKEUP = 32
+
+
+class BaseServer:
+    """The lifecycle without sockets; ``TCPServer`` and friends add them.
+
+    Attributes a subclass or instance may set: ``timeout`` (seconds that
+    ``handle_request()`` waits before calling ``handle_timeout()``; None
+    waits forever).  Instance attributes: ``server_address``,
+    ``RequestHandlerClass``, ``request_table``.
+    """
+
+    timeout: float | None = None
+
+    #: What a request of this server is in the table.
+    _record_kind = Kind.STREAM
+
+    def __init__(self, server_address: Any, RequestHandlerClass: Any) -> None:
+        """Constructor.  May be extended (call it), do not replace it."""
+        self.server_address = server_address
+        self.RequestHandlerClass = RequestHandlerClass
+        self.request_table = RequestTable()
+        self._serve_lock = threading.Lock()
+        self._shutdown_requested = False
+        self._is_shut_down = threading.Event()
+        self._is_shut_down.set()
+        self._reactor: Reactor | None = None  # the reactor serving us, if any
+        self._owns_reactor = False  # True while serve_forever() runs its own
+        self._serving_thread: int | None = None
+        self._service_timer: Any = None
+        self._saved_timeout: Any = None
+
+    # ----------------------------------------------------- overridable hooks
+
+    def server_activate(self) -> None:
+        """Called by the constructor to activate the server.  Nothing here."""
+
+    def server_close(self) -> None:
+        """Clean up the server.  Stops serving it if a reactor still does."""
+        self._leave_reactor()
+
+    def service_actions(self) -> None:
+        """Called once per loop iteration while the server is served.
+
+        If a subclass overrides it, the loop also wakes at least every
+        ``poll_interval`` seconds so it keeps running when nothing happens,
+        as under the stdlib.  The base version does nothing.
+        """
+
+    def handle_timeout(self) -> None:
+        """Called by ``handle_request()`` when ``timeout`` passes with no request."""
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Return True to process the request, False to drop it.  Accepts all."""
+        return True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Run ``finish_request`` then ``shutdown_request``, right here.
+
+        The threading and forking classes replace this to run the request
+        elsewhere.
+        """
+        self.finish_request(request, client_address)
+        self.shutdown_request(request)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Handle the request by instantiating ``RequestHandlerClass``."""
+        self.RequestHandlerClass(request, client_address, self)
+
+    def shutdown_request(self, request: Any) -> None:
+        """End one request: by default just ``close_request``."""
+        self.request_table.finish(request)
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        """Release what one request holds.  Records its end in the table."""
+        self.request_table.finish(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Report an exception raised while processing a request.
+
+        Call it from an ``except`` block.  It logs the traceback on the
+        ``reactor`` logger at ERROR and, as the stdlib does, prints it to
+        stderr between two lines of dashes; the server carries on.
+        """
+        log.error("exception while processing a request from %r", client_address, exc_info=True)
+        print("-" * 40, file=sys.stderr)
+        print("Exception occurred during processing of request from", client_address, file=sys.stderr)
+        traceback.print_exc()
+        print("-" * 40, file=sys.stderr)
+
+    # ------------------------------------------------------------- serving
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve requests until ``shutdown()`` is called.
+
+        Runs a private ``Reactor`` serving this server alone.  The loop
+        sleeps until a request arrives; ``poll_interval`` only matters to a
+        subclass that overrides ``service_actions()``, which then runs at
+        least that often.  If ``shutdown()`` was called before, returns at
+        once.  May be called again after it returns.
+        """
+        with self._serve_lock:
+            if self._reactor is not None:
+                raise UsageError(f"{self!r} is already served by {self._reactor!r}")
+            if self._shutdown_requested:  # shutdown() came first: honour it
+                self._shutdown_requested = False
+                return
+            reactor = Reactor()
+            self._owns_reactor = True
+            try:
+                reactor.add_server(self, poll_interval=poll_interval)
+            except BaseException:
+                self._owns_reactor = False
+                reactor.close()
+                raise
+            self._serving_thread = threading.get_ident()
+            self._is_shut_down.clear()
+        try:
+            reactor.run()
+        finally:
+            self._serving_done(reactor)
+
+    def _serving_done(self, reactor: Reactor) -> None:
+        with self._serve_lock:
+            reactor.close()  # detaches us too
+            self._owns_reactor = False
+            self._serving_thread = None
+            self._shutdown_requested = False
+            self._is_shut_down.set()
+
+    def shutdown(self) -> None:
+        """Stop serving.  Safe from any thread, a handler or a signal handler.
+
+        * Under ``serve_forever()`` on another thread: wakes that loop at
+          once and waits until ``serve_forever()`` has returned.
+        * On the loop's own thread (from a handler or ``service_actions``):
+          the loop stops after the current step; returns at once.
+        * Before ``serve_forever()``: the next ``serve_forever()`` returns
+          at once; this call does not wait.
+        * On a shared reactor (``Reactor.add_server``): the reactor stops
+          serving this server; the reactor and its other servers go on.
+        """
+        with self._serve_lock:
+            self._shutdown_requested = True
+            reactor = self._reactor
+            owner = self._serving_thread
+            owned = self._owns_reactor
+        if reactor is None:
+            return
+        if not owned:
+            reactor.call_soon_threadsafe(reactor.remove_server, self)
+            return
+        reactor.stop()
+        if owner != threading.get_ident():
+            self._is_shut_down.wait()
+
+    def handle_request(self) -> None:
+        """Wait for one request and handle it (without a reactor).
+
+        Waits at most ``timeout`` seconds (or the listening socket's own
+        timeout, whichever is shorter; None: forever), then calls
+        ``handle_timeout()`` instead.  This is the call to make after your
+        own ``select()`` said ``fileno()`` is readable.
+        """
+        if self._reactor is not None:
+            raise UsageError(f"{self!r} is served by {self._reactor!r}; handle_request() would race it")
+        limit = self.timeout
+        own = self.socket.gettimeout()
+        if own is not None:
+            limit = own if limit is None else min(own, limit)
+        deadline = None if limit is None else time.monotonic() + limit
+        selector_class = getattr(selectors, "PollSelector", selectors.SelectSelector)
+        with selector_class() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            while True:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if selector.select(wait):
+                    self._handle_request_noblock()
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.handle_timeout()
+                    return
+
+    # ------------------------------------------------------- the lifecycle
+
+    def _handle_request_noblock(self) -> bool:
+        """Take one request and run it through the lifecycle.
+
+        Called when the socket is readable.  Returns False if there was no
+        request after all (another process took it, or the peer gave up:
+        ``get_request`` raised OSError), True otherwise.
+        """
+        try:
+            request, client_address = self.get_request()
+        except OSError as exc:
+            log.debug("%s: get_request() found nothing: %s", self.request_table.name, exc)
+            return False
+        table = self.request_table
+        record = self._open_record(request, client_address)
+        try:
+            if not self.verify_request(request, client_address):
+                table.transition(record, Event.REJECT, "verify_request() said no")
+                self.shutdown_request(request)
+                return True
+            table.transition(record, Event.DISPATCH, "process_request()")
+            self.process_request(request, client_address)
+        except Exception:
+            table.finish(request, Event.ERROR, "exception in the lifecycle")
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+        except BaseException:
+            table.finish(request, Event.ERROR, "KeyboardInterrupt/SystemExit")
+            self.shutdown_request(request)
+            raise
+        return True
+
+    def _open_record(self, request: Any, client_address: Any) -> Any:
+        family = getattr(self, "address_family", 0)
+        return self.request_table.open(self._record_kind, request, client_address, family)
+
+    # ------------------------------------------------ reactor integration
+
+    @property
+    def reactor(self) -> Reactor | None:
+        """The reactor serving this server right now, or None."""
+        return self._reactor
+
+    def _attach(self, reactor: Reactor, poll_interval: float) -> None:
+        """Called by ``Reactor.add_server``: start watching our socket."""
+        if self._reactor is not None:
+            raise UsageError(f"{self!r} is already served by {self._reactor!r}")
+        sock = getattr(self, "socket", None)
+        if sock is not None:
+            # Nonblocking while served: a wakeup for a connection that was
+            # reset before accept() must not hang the whole loop.
+            self._saved_timeout = sock.gettimeout()
+            sock.setblocking(False)
+        self.request_table.name = self._label()
+        reactor.add_reader(self, self._on_readable)
+        self._reactor = reactor
+        if type(self).service_actions is not BaseServer.service_actions:
+            self._service_timer = reactor.call_later(poll_interval, self._service_tick, reactor, poll_interval)
+
+    def _detach(self, reactor: Reactor) -> None:
+        """Called by ``Reactor.remove_server``: stop watching our socket."""
+        reactor.remove_reader(self)
+        if self._service_timer is not None:
+            self._service_timer.cancel()
+            self._service_timer = None
+        sock = getattr(self, "socket", None)
+        if sock is not None and sock.fileno() != -1:
+            sock.settimeout(self._saved_timeout)
+        self._reactor = None
+        if not self._owns_reactor:
+            self._shutdown_requested = False  # a later add_server serves again
+
+    def _service_tick(self, reactor: Reactor, poll_interval: float) -> None:
+        # Does nothing but wake the loop, whose every iteration ends with
+        # service_actions(); then books the next wakeup.
+        self._service_timer = reactor.call_later(poll_interval, self._service_tick, reactor, poll_interval)
+
+    def _on_readable(self) -> None:
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            if self._shutdown_requested or self._reactor is None:
+                return  # checked before every accept (python/cpython#79184)
+            if not self._handle_request_noblock():
+                return
+
+    def _leave_reactor(self) -> None:
+        reactor = self._reactor
+        if reactor is None or reactor.closed:
+            return
+        if reactor.in_loop_thread() or self._owns_reactor:
+            reactor.remove_server(self)
+        else:
+            reactor.call_soon_threadsafe(reactor.remove_server, self)
+
+    def _label(self) -> str:
+        family = getattr(self, "address_family", None)
+        if family is None:
+            return f"{type(self).__name__} {self.server_address!r}"
+        name = family_name(family, self._record_kind)
+        address = self.server_address
+        if isinstance(address, tuple) and len(address) >= 2:
+            host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
+            return f"{name} {host}:{address[1]}"
+        return f"{name} {address!r}" if not isinstance(address, str) else f"{name} {address}"
+
+    def __enter__(self) -> "BaseServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server_close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._label()}>"
+
+
+class TCPServer(BaseServer):
+    """A server on a stream socket: TCP over IPv4 by default.
+
+    Class attributes (override in a subclass, or on the instance before
+    binding): ``address_family``, ``socket_type``, ``request_queue_size``
+    (the ``listen()`` backlog), ``allow_reuse_address`` (SO_REUSEADDR),
+    ``allow_reuse_port`` (SO_REUSEPORT: several sockets share the port and
+    the kernel splits connections between them; opt in knowingly).
+
+    ``TCPServer(addr, Handler, bind_and_activate=False)`` creates the socket
+    but leaves ``server_bind()``/``server_activate()`` to the caller.
+    """
+
+    address_family = socket.AF_INET
+    socket_type = socket.SOCK_STREAM
+    request_queue_size = socket.SOMAXCONN
+    allow_reuse_address = False
+    allow_reuse_port = False
+
+    def __init__(self, server_address: Any, RequestHandlerClass: Any, bind_and_activate: bool = True) -> None:
+        """Constructor.  May be extended (call it), do not replace it."""
+        BaseServer.__init__(self, server_address, RequestHandlerClass)
+        if self.address_family == socket.AF_INET and _is_ipv6_literal(server_address):
+            self.address_family = socket.AF_INET6
+        self.socket = socket.socket(self.address_family, self.socket_type)
+        if bind_and_activate:
+            try:
+                self.server_bind()
+                self.server_activate()
+            except BaseException:
+                self.server_close()
+                raise
+        self.request_table.name = self._label()
+
+    def server_bind(self) -> None:
+        """Set the reuse options, bind, and store the real address."""
+        if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.allow_reuse_port and hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        """Start listening, with a backlog of ``request_queue_size``."""
+        self.socket.listen(self.request_queue_size)
+
+    def server_close(self) -> None:
+        """Stop serving and close the listening socket."""
+        super().server_close()
+        self.socket.close()
+
+    def fileno(self) -> int:
+        """The listening socket's descriptor, for ``select()`` and friends."""
+        return self.socket.fileno()
+
+    def get_request(self) -> tuple[Any, Any]:
+        """Accept a connection: returns ``(socket, client_address)``."""
+        return self.socket.accept()
+
+    def shutdown_request(self, request: Any) -> None:
+        """Shut the connection's write side down (the peer sees EOF), then close it."""
+        self.request_table.finish(request)
+        try:
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # ENOTCONN: the peer is already gone, some platforms say so here
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        """Close the connection's socket."""
+        self.request_table.finish(request)
+        request.close()
+
+
+class UDPServer(TCPServer):
+    """A server on a datagram socket: each datagram is one request.
+
+    ``self.request`` is ``(data, server_socket)``.  ``max_packet_size`` is
+    the most bytes read per datagram.  SO_REUSEADDR stays off by default: on
+    UDP it lets another process steal datagrams (python/cpython#81409).
+    """
+
+    allow_reuse_address = False
+    allow_reuse_port = False
+    socket_type = socket.SOCK_DGRAM
+    max_packet_size = 65536
+    _record_kind = Kind.DATAGRAM
+
+    def get_request(self) -> tuple[Any, Any]:
+        """Receive a datagram: returns ``((data, server_socket), client_address)``."""
+        data, client_address = self.socket.recvfrom(self.max_packet_size)
+        return (data, self.socket), client_address
+
+    def server_activate(self) -> None:
+        """Datagram sockets do not listen."""
+
+    def shutdown_request(self, request: Any) -> None:
+        """Nothing to shut down for a datagram: just ``close_request``."""
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        """The server socket is shared by every datagram: nothing to close."""
+        self.request_table.finish(request)
+
+    def _open_record(self, request: Any, client_address: Any) -> Any:
+        record = super()._open_record(request, client_address)
+        if isinstance(request, tuple) and request and isinstance(request[0], (bytes, bytearray)):
+            record.bytes_in = len(request[0])
+        return record
+
+
+class UnixStreamServer(TCPServer):
+    """A stream server on a Unix socket; ``server_address`` is a path.
+
+    Before binding, a socket file that nobody listens on any more (left by
+    a process that died) is removed; ``server_close()`` removes the file
+    this server created, unless it was replaced meanwhile.
+    """
+
+    address_family = getattr(socket, "AF_UNIX", None)
+
+    def server_bind(self) -> None:
+        _remove_stale_socket(self.server_address, self.socket_type)
+        super().server_bind()
+        self._socket_file = _file_identity(self.server_address)
+
+    def server_close(self) -> None:
+        super().server_close()
+        _remove_own_socket(self.server_address, getattr(self, "_socket_file", None))
+
+
+class UnixDatagramServer(UDPServer):
+    """A datagram server on a Unix socket; ``server_address`` is a path.
+
+    Socket file handling as for ``UnixStreamServer``.
+    """
+
+    address_family = getattr(socket, "AF_UNIX", None)
+
+    def server_bind(self) -> None:
+        _remove_stale_socket(self.server_address, self.socket_type)
+        super().server_bind()
+        self._socket_file = _file_identity(self.server_address)
+
+    def server_close(self) -> None:
+        super().server_close()
+        _remove_own_socket(self.server_address, getattr(self, "_socket_file", None))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _is_ipv6_literal(address: Any) -> bool:
+    if not (isinstance(address, tuple) and address and isinstance(address[0], str)):
+        return False
+    try:
+        socket.inet_pton(socket.AF_INET6, address[0].split("%", 1)[0])
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _is_path(address: Any) -> bool:
+    # Abstract names (a leading NUL) and autobind ('') have no file.
+    if isinstance(address, bytes):
+        address = os.fsdecode(address)
+    return isinstance(address, (str, os.PathLike)) and str(address)[:1] not in ("", "\0")
+
+
+def _file_identity(address: Any) -> tuple[int, int] | None:
+    if not _is_path(address):
+        return None
+    try:
+        st = os.lstat(address)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _remove_stale_socket(address: Any, socket_type: int) -> None:
+    """Remove ``address`` if it is a socket file that nobody is bound to."""
+    if not _is_path(address):
+        return
+    try:
+        if not stat.S_ISSOCK(os.lstat(address).st_mode):
+            return  # not a socket: let bind() report EADDRINUSE
+    except OSError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket_type)
+    try:
+        probe.connect(address)
+    except ConnectionRefusedError:
+        log.info("removing stale socket file %s (nothing is bound to it)", address)
+        try:
+            os.unlink(address)
+        except FileNotFoundError:
+            pass
+    except OSError:
+        pass  # in use, or not ours to judge: bind() will say
+    finally:
+        probe.close()
+
+
+def _remove_own_socket(address: Any, identity: tuple[int, int] | None) -> None:
+    """Unlink the socket file we bound, unless it is not ours any more."""
+    if identity is None or _file_identity(address) != identity:
+        return
+    try:
+        os.unlink(address)
+    except FileNotFoundError:
+        pass

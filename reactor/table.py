@@ -1,0 +1,293 @@
+"""The request table: every request in flight is a record with an explicit state.
+
+socketserver's documentation advises servers that must not block to
+"maintain an explicit table of partially finished requests".  This is that
+table.  Each accepted connection or received datagram becomes a ``Record``
+with an id, and moves through the states of its kind:
+
+    classic stream  ACCEPTED -> PROCESSING -> CLOSED
+    datagram        RECEIVED -> PROCESSING -> DONE
+
+Rules (every one of them enforced here, nowhere else):
+
+1. Every state change goes through ``RequestTable.transition()``, which
+   looks the (state, event) pair up in ``TRANSITIONS``.  A pair that is not
+   there raises ``TransitionError`` naming the record, state and event.
+2. A record that reaches a final state (CLOSED, DONE, FAILED) leaves the
+   table at once, so the table only ever holds live requests, and a long
+   running server cannot accumulate finished ones (python/cpython#81374).
+3. Each transition can be observed: it is logged on the ``reactor.trace``
+   logger at DEBUG and passed to every callback given to ``add_observer``.
+
+The docs' state diagrams are generated from ``TRANSITIONS``, so they cannot
+drift from the code.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import socket
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from .errors import TransitionError
+
+__all__ = ["State", "Event", "Kind", "Record", "RequestTable", "TRANSITIONS", "FINAL_STATES"]
+
+trace = logging.getLogger("reactor.trace")
+
+
+class Kind(enum.Enum):
+    """What sort of request a record stands for."""
+
+    STREAM = "stream"  # a connection whose socket a classic handler owns
+    DATAGRAM = "datagram"  # one received datagram
+
+
+class State(enum.Enum):
+    ACCEPTED = "accepted"  # a connection came out of accept(), not yet dispatched
+    RECEIVED = "received"  # a datagram came out of recvfrom(), not yet dispatched
+    PROCESSING = "processing"  # the handler is running (where: the dispatch strategy's choice)
+    CLOSED = "closed"  # final: the connection was shut down and closed
+    DONE = "done"  # final: the datagram was handled
+    FAILED = "failed"  # final: an exception escaped the lifecycle; handle_error saw it
+
+
+class Event(enum.Enum):
+    DISPATCH = "dispatch"  # process_request() was called for it
+    FINISH = "finish"  # shutdown_request()/close_request() ran: the request is over
+    REJECT = "reject"  # verify_request() said no
+    ERROR = "error"  # an exception escaped process_request() or the handler
+
+
+S, E = State, Event
+
+#: The whole state machine: kind -> {(state, event): next state}.
+TRANSITIONS: dict[Kind, dict[tuple[State, Event], State]] = {
+    Kind.STREAM: {
+        (S.ACCEPTED, E.DISPATCH): S.PROCESSING,
+        (S.ACCEPTED, E.REJECT): S.CLOSED,
+        (S.ACCEPTED, E.ERROR): S.FAILED,
+        (S.PROCESSING, E.FINISH): S.CLOSED,
+        (S.PROCESSING, E.ERROR): S.FAILED,
+    },
+    Kind.DATAGRAM: {
+        (S.RECEIVED, E.DISPATCH): S.PROCESSING,
+        (S.RECEIVED, E.REJECT): S.DONE,
+        (S.RECEIVED, E.ERROR): S.FAILED,
+        (S.PROCESSING, E.FINISH): S.DONE,
+        (S.PROCESSING, E.ERROR): S.FAILED,
+    },
+}
+
+#: Where each kind of record starts.
+INITIAL_STATE = {Kind.STREAM: S.ACCEPTED, Kind.DATAGRAM: S.RECEIVED}
+
+#: States a record never leaves; reaching one removes it from the table.
+FINAL_STATES = frozenset({S.CLOSED, S.DONE, S.FAILED})
+
+_FAMILY_NAMES = {
+    socket.AF_INET: "tcp4",
+    socket.AF_INET6: "tcp6",
+    getattr(socket, "AF_UNIX", -1): "unix",
+}
+
+
+def family_name(family: int, kind: Kind) -> str:
+    """A short label for a socket family and record kind: tcp4, udp6, unix, unix-dgram."""
+    name = _FAMILY_NAMES.get(family, str(family))
+    if kind is Kind.DATAGRAM:
+        name = "udp" + name[3:] if name.startswith("tcp") else name + "-dgram"
+    return name
+
+
+class Record:
+    """One request in flight.  Read its fields; only the table changes them.
+
+    ``id`` is unique within its table and never reused.  ``bytes_in`` and
+    ``bytes_out`` count the bytes the reactor itself moved for this request
+    (a classic stream handler does its own I/O on its socket, so those stay
+    0 for it; a datagram's payload counts as ``bytes_in``).
+    """
+
+    __slots__ = (
+        "id", "kind", "family", "peer", "state", "request",
+        "bytes_in", "bytes_out", "created", "changed",
+    )  # fmt: skip
+
+    def __init__(self, id: int, kind: Kind, family: str, peer: Any, request: Any, now: float) -> None:
+        self.id = id
+        self.kind = kind
+        self.family = family
+        self.peer = peer
+        self.state = INITIAL_STATE[kind]
+        self.request = request
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.created = now
+        self.changed = now
+
+    def __repr__(self) -> str:
+        return f"<Record #{self.id} {self.family} {self.peer!r} {self.state.name}>"
+
+
+class RequestTable:
+    """The live records of one server, with counters and a trace of every move.
+
+    ``name`` labels trace lines (usually the server's family and address).
+    Transitions may happen on worker threads (a threading server finishes
+    its requests there), so changes are made under a lock; reading
+    ``counts()`` or ``snapshot()`` is safe from any thread.
+    """
+
+    def __init__(self, name: str = "", clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self._clock = clock
+        self._records: dict[int, Record] = {}  # id -> record
+        self._by_request: dict[int, Record] = {}  # id(request object) -> record
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._observers: list[Callable[[Record, State, Event, State, str], None]] = []
+        self.totals = {"opened": 0, "finished": 0, "rejected": 0, "failed": 0}
+
+    # ------------------------------------------------------------ changing
+
+    def open(self, kind: Kind, request: Any, peer: Any, family: int, size: int = 0) -> Record:
+        """Add a record for a request that just arrived and return it.
+
+        ``request`` is the object the server hands its methods (a socket, or
+        a ``(data, socket)`` pair); ``find(request)`` returns the record
+        while it is live.  ``size`` is the number of bytes already received.
+        """
+        with self._lock:
+            record = Record(next(self._ids), kind, family_name(family, kind), peer, request, self._clock())
+            record.bytes_in = size
+            self._records[record.id] = record
+            self._by_request[id(request)] = record
+            self.totals["opened"] += 1
+        if self._observers or trace.isEnabledFor(logging.DEBUG):
+            self._report(record, None, None, record.state, f"new {record.family} request from {peer!r}")
+        return record
+
+    def transition(self, record: Record, event: Event, reason: str = "") -> State:
+        """Apply ``event`` to ``record`` and return its new state.
+
+        Raises ``TransitionError`` (and changes nothing) if the record's
+        kind does not allow ``event`` in its current state.  A final state
+        removes the record from the table.
+        """
+        with self._lock:
+            old = record.state
+            new = TRANSITIONS[record.kind].get((old, event))
+            if new is None:
+                raise TransitionError(record, old, event)
+            record.state = new
+            record.changed = self._clock()
+            if new in FINAL_STATES:
+                self._forget(record, event)
+        if self._observers or trace.isEnabledFor(logging.DEBUG):
+            self._report(record, old, event, new, reason)
+        return new
+
+    def finish(self, request: Any, event: Event = Event.FINISH, reason: str = "") -> Record | None:
+        """Apply ``event`` to the live record of ``request``, if there is one.
+
+        The server's ``shutdown_request``/``close_request`` call this, and
+        both may run for one request, so a request that is no longer in the
+        table is not an error: the call returns None and does nothing.
+        """
+        record = self._by_request.get(id(request))
+        if record is None or record.request is not request:
+            return None
+        self.transition(record, event, reason)
+        return record
+
+    def _forget(self, record: Record, event: Event) -> None:
+        del self._records[record.id]
+        self._by_request.pop(id(record.request), None)
+        record.request = None  # do not keep a closed socket alive through the record
+        if record.state is State.FAILED:
+            self.totals["failed"] += 1
+        elif event is Event.REJECT:
+            self.totals["rejected"] += 1
+        else:
+            self.totals["finished"] += 1
+
+    # ------------------------------------------------------------- reading
+
+    def find(self, request: Any) -> Record | None:
+        """The live record whose request is ``request`` (by identity), or None."""
+        record = self._by_request.get(id(request))
+        return record if record is not None and record.request is request else None
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.snapshot())
+
+    def snapshot(self) -> list[Record]:
+        """The live records, oldest first (a copy: safe to keep and iterate)."""
+        with self._lock:
+            return list(self._records.values())
+
+    def counts(self) -> dict[str, int]:
+        """How many live records are in each state, by state name."""
+        counts: dict[str, int] = {}
+        for record in self.snapshot():
+            counts[record.state.name] = counts.get(record.state.name, 0) + 1
+        return counts
+
+    def statistics(self) -> dict[str, Any]:
+        """Live counts by state plus lifetime totals, for logs and dashboards."""
+        with self._lock:
+            totals = dict(self.totals)
+        return {"live": len(self._records), "states": self.counts(), **totals}
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One dict per live record: id, family, peer, state, bytes in/out, age in seconds."""
+        now = self._clock()
+        return [
+            {
+                "id": r.id,
+                "family": r.family,
+                "peer": r.peer,
+                "state": r.state.name,
+                "bytes_in": r.bytes_in,
+                "bytes_out": r.bytes_out,
+                "age": now - r.created,
+            }
+            for r in self.snapshot()
+        ]
+
+    # ------------------------------------------------------------- tracing
+
+    def add_observer(self, callback: Callable[[Record, State | None, Event | None, State, str], None]) -> None:
+        """Call ``callback(record, old_state, event, new_state, reason)`` on every change.
+
+        For a new record ``old_state`` and ``event`` are None.  Observers run
+        on whichever thread made the change and must not raise.
+        """
+        self._observers.append(callback)
+
+    def remove_observer(self, callback: Callable[..., None]) -> None:
+        self._observers.remove(callback)
+
+    def _report(self, record: Record, old: State | None, event: Event | None, new: State, reason: str) -> None:
+        if trace.isEnabledFor(logging.DEBUG):
+            where = f"{self.name} " if self.name else ""
+            if old is None:
+                trace.debug("%s#%d %s: %s", where, record.id, new.name, reason)
+            else:
+                trace.debug(
+                    "%s#%d %s -> %s: %s%s",
+                    where, record.id, old.name, new.name, event.name.lower(), f" ({reason})" if reason else "",
+                )  # fmt: skip
+        for callback in tuple(self._observers):
+            callback(record, old, event, new, reason)
+
+    def __repr__(self) -> str:
+        return f"<RequestTable {self.name!r} live={len(self._records)} {self.counts()}>"
