@@ -27,7 +27,8 @@ from .dispatch import (
 )
 from .errors import BrokenError, ClosedError, ProtocolError, ReactorError, TransitionError, UsageError
 from .loop import Handle, Reactor, TimerHandle
-from .servers import BaseServer, TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
+from .servers import BaseServer, TCPServer, UDPServer
+from .unix import UnixDatagramServer, UnixStreamServer
 from .table import Event, Kind, Record, RequestTable, State
 
 # A library logs; the application decides where logs go.  Without this,

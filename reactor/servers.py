@@ -25,8 +25,8 @@ What differs from the stdlib, on purpose:
 * any number of servers can share one reactor (``Reactor.add_server``);
 * every request is a record in ``server.request_table``;
 * ``handle_error`` also logs through ``logging.getLogger("reactor")``;
-* Unix servers remove their socket file in ``server_close()`` (and a stale
-  one left by a dead process before ``bind()``);
+* Unix servers (``reactor.unix``) remove their socket file in
+  ``server_close()`` (and a stale one left by a dead process before ``bind()``);
 * ``request_queue_size`` defaults to ``socket.SOMAXCONN`` rather than 5, and
   ``UDPServer.max_packet_size`` to 65536 rather than 8192;
 * ``TCPServer``/``UDPServer`` given an IPv6 literal host use AF_INET6.
@@ -35,10 +35,8 @@ What differs from the stdlib, on purpose:
 from __future__ import annotations
 
 import logging
-import os
 import selectors
 import socket
-import stat
 import sys
 import threading
 import time
@@ -49,7 +47,7 @@ from .errors import UsageError
 from .loop import Reactor
 from .table import Event, Kind, RequestTable, family_name
 
-__all__ = ["BaseServer", "TCPServer", "UDPServer", "UnixStreamServer", "UnixDatagramServer"]
+__all__ = ["BaseServer", "TCPServer", "UDPServer"]
 
 log = logging.getLogger("reactor")
 
@@ -466,44 +464,6 @@ class UDPServer(TCPServer):
         return record
 
 
-class UnixStreamServer(TCPServer):
-    """A stream server on a Unix socket; ``server_address`` is a path.
-
-    Before binding, a socket file that nobody listens on any more (left by
-    a process that died) is removed; ``server_close()`` removes the file
-    this server created, unless it was replaced meanwhile.
-    """
-
-    address_family = getattr(socket, "AF_UNIX", None)
-
-    def server_bind(self) -> None:
-        _remove_stale_socket(self.server_address, self.socket_type)
-        super().server_bind()
-        self._socket_file = _file_identity(self.server_address)
-
-    def server_close(self) -> None:
-        super().server_close()
-        _remove_own_socket(self.server_address, getattr(self, "_socket_file", None))
-
-
-class UnixDatagramServer(UDPServer):
-    """A datagram server on a Unix socket; ``server_address`` is a path.
-
-    Socket file handling as for ``UnixStreamServer``.
-    """
-
-    address_family = getattr(socket, "AF_UNIX", None)
-
-    def server_bind(self) -> None:
-        _remove_stale_socket(self.server_address, self.socket_type)
-        super().server_bind()
-        self._socket_file = _file_identity(self.server_address)
-
-    def server_close(self) -> None:
-        super().server_close()
-        _remove_own_socket(self.server_address, getattr(self, "_socket_file", None))
-
-
 # ---------------------------------------------------------------- helpers
 
 
@@ -515,54 +475,3 @@ def _is_ipv6_literal(address: Any) -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-def _is_path(address: Any) -> bool:
-    # Abstract names (a leading NUL) and autobind ('') have no file.
-    if isinstance(address, bytes):
-        address = os.fsdecode(address)
-    return isinstance(address, (str, os.PathLike)) and str(address)[:1] not in ("", "\0")
-
-
-def _file_identity(address: Any) -> tuple[int, int] | None:
-    if not _is_path(address):
-        return None
-    try:
-        st = os.lstat(address)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-def _remove_stale_socket(address: Any, socket_type: int) -> None:
-    """Remove ``address`` if it is a socket file that nobody is bound to."""
-    if not _is_path(address):
-        return
-    try:
-        if not stat.S_ISSOCK(os.lstat(address).st_mode):
-            return  # not a socket: let bind() report EADDRINUSE
-    except OSError:
-        return
-    probe = socket.socket(socket.AF_UNIX, socket_type)
-    try:
-        probe.connect(address)
-    except ConnectionRefusedError:
-        log.info("removing stale socket file %s (nothing is bound to it)", address)
-        try:
-            os.unlink(address)
-        except FileNotFoundError:
-            pass
-    except OSError:
-        pass  # in use, or not ours to judge: bind() will say
-    finally:
-        probe.close()
-
-
-def _remove_own_socket(address: Any, identity: tuple[int, int] | None) -> None:
-    """Unlink the socket file we bound, unless it is not ours any more."""
-    if identity is None or _file_identity(address) != identity:
-        return
-    try:
-        os.unlink(address)
-    except FileNotFoundError:
-        pass
