@@ -44,8 +44,8 @@ __all__ = [
 def _check_mixin_order(cls: type, mixin: type) -> None:
     """Raise TypeError if a server class precedes ``mixin`` in ``cls``'s MRO."""
     for klass in cls.__mro__[1:]:
-        if klass is mixin:
-            return
+        if issubclass(klass, mixin):
+            return  # the mix-in, or a class already checked when it was defined
         if issubclass(klass, BaseServer) and "process_request" in vars(klass):
             raise TypeError(
                 f"{cls.__name__}: {mixin.__name__} must come before {klass.__name__} "
@@ -68,13 +68,20 @@ def _run_request(server: Any, request: Any, client_address: Any) -> None:
 
 
 class _ThreadList:
-    """The non-daemon request threads still running, for ``server_close`` to join."""
+    """The non-daemon request threads still running, for ``server_close`` to join.
 
-    def __init__(self) -> None:
+    With ``tracking=False`` it remembers nothing: the class-level default of
+    a server whose threads nobody will wait for.
+    """
+
+    def __init__(self, tracking: bool = True) -> None:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._tracking = tracking
 
     def append(self, thread: threading.Thread) -> None:
+        if not self._tracking:
+            return
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()]
             self._threads.append(thread)
@@ -99,6 +106,7 @@ class ThreadingMixIn:
 
     daemon_threads = False
     block_on_close = True
+    _threads = _ThreadList(tracking=False)  # replaced per instance once a thread is tracked
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -124,9 +132,7 @@ class ThreadingMixIn:
 
     def server_close(self) -> None:
         super().server_close()  # type: ignore[misc]
-        threads = vars(self).get("_threads")
-        if threads is not None:
-            threads.join()
+        self._threads.join()
 
 
 class ForkingMixIn:
@@ -200,7 +206,14 @@ class ForkingMixIn:
         self.collect_children()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Fork; the child handles the request and exits, the parent closes its copy."""
+        """Fork; the child handles the request and exits, the parent closes its copy.
+
+        At ``max_children`` live children, first waits for one to exit (this
+        blocks the loop, as in the stdlib; the dispatch rework will pause
+        accepting instead).
+        """
+        if self.active_children and len(self.active_children) >= self.max_children:
+            self.collect_children()
         pid = os.fork()
         if pid:
             if self.active_children is None:
