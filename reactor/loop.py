@@ -67,6 +67,23 @@ class Handle:
         return f"<{type(self).__name__} {name}{' cancelled' if self.cancelled else ''}>"
 
 
+class _IOHandle(Handle):
+    """A reader or writer registration; cancelling it unwatches the descriptor."""
+
+    __slots__ = ("_reactor", "_fileobj", "_slot")
+
+    def __init__(self, callback: Callable[..., Any], args: tuple, reactor: "Reactor", fileobj: Any, slot: int) -> None:
+        super().__init__(callback, args)
+        self._reactor = reactor
+        self._fileobj = fileobj
+        self._slot = slot
+
+    def cancel(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self._reactor._remove(self._fileobj, self._slot, only=self)
+
+
 class TimerHandle(Handle):
     """A callback due at ``when`` (in the reactor's clock); ordered by time."""
 
@@ -143,25 +160,40 @@ class Reactor:
 
     def _add(self, fileobj: Any, slot: int, callback: Callable[..., Any], args: tuple) -> Handle:
         self._check_open()
-        handle = Handle(callback, args)
+        handle = _IOHandle(callback, args, self, fileobj, slot)
+        bit = _READ if slot == 0 else _WRITE
         try:
             key = self._selector.get_key(fileobj)
         except KeyError:
+            key = None
+        if key is not None and key.fileobj is not fileobj:
+            # The descriptor number was reused: the object registered under it
+            # was closed without being removed, and the kernel has already
+            # dropped it from epoll.  Forget it and register the new one afresh
+            # (a modify() with an unchanged mask would be a no-op for epoll).
+            for old in key.data:
+                if old is not None:
+                    old.cancelled = True
+            self._selector.unregister(key.fd)
+            key = None
+        if key is None:
             pair = [None, None]
             pair[slot] = handle
-            self._selector.register(fileobj, _READ if slot == 0 else _WRITE, tuple(pair))
+            self._selector.register(fileobj, bit, tuple(pair))
             return handle
         pair = list(key.data)
         if pair[slot] is not None:
-            pair[slot].cancel()
+            pair[slot].cancelled = True
         pair[slot] = handle
         # modify() stores a new data tuple; events already returned by this
         # iteration's select() still hold the old one, whose handles are
-        # cancelled, so they are skipped (see _dispatch).
-        self._selector.modify(fileobj, key.events | (_READ if slot == 0 else _WRITE), tuple(pair))
+        # cancelled, so run_once skips them.
+        self._selector.modify(fileobj, key.events | bit, tuple(pair))
         return handle
 
-    def _remove(self, fileobj: Any, slot: int) -> bool:
+    def _remove(self, fileobj: Any, slot: int, only: Handle | None = None) -> bool:
+        """Unwatch one direction of ``fileobj`` (if ``only`` is given: only if
+        that handle is still the registered one)."""
         if self._closed:
             return False
         try:
@@ -171,15 +203,15 @@ class Reactor:
             return False
         pair = list(key.data)
         handle = pair[slot]
-        if handle is None:
+        if handle is None or (only is not None and handle is not only):
             return False
-        handle.cancel()
+        handle.cancelled = True
         pair[slot] = None
         events = key.events & ~(_READ if slot == 0 else _WRITE)
         if events:
-            self._selector.modify(fileobj, events, tuple(pair))
+            self._selector.modify(key.fileobj, events, tuple(pair))
         else:
-            self._selector.unregister(fileobj)
+            self._selector.unregister(key.fileobj)
         return True
 
     # --------------------------------------------------------------- timers
