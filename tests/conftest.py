@@ -14,6 +14,7 @@ import gc
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -87,9 +88,12 @@ class Places:
 
 @pytest.fixture
 def places() -> Any:
+    """Addresses for a test; fails it if a Unix socket file is left behind."""
     p = Places()
     yield p
+    left = [name for name in os.listdir(p.dir) if stat.S_ISSOCK(os.lstat(os.path.join(p.dir, name)).st_mode)]
     p.cleanup()
+    assert not left, f"socket files left behind: {left}"
 
 
 def client_exchange(name: str, address: Any, payload: bytes, places: Places | None = None) -> bytes:

@@ -67,3 +67,20 @@ def test_run_demo_in_process() -> None:
     assert all(isinstance(line, str) for line in lines)
     check_output("\n".join(lines))
     assert lines[0].startswith("reactor demo: one Reactor (")
+
+
+@pytest.mark.timeout(30)
+def test_main_dispatches_the_demo_command(capsys: Any) -> None:
+    from reactor.__main__ import main
+
+    assert main(["demo", "--quiet"]) == 0
+    check_output(capsys.readouterr().out, verbose=False)
+
+
+def test_main_without_a_command_is_a_usage_error(capsys: Any) -> None:
+    from reactor.__main__ import main
+
+    with pytest.raises(SystemExit) as exit:
+        main([])
+    assert exit.value.code == 2
+    assert "COMMAND" in capsys.readouterr().err
