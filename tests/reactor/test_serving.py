@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import select
+import selectors
 import socket
 import threading
 import time
@@ -160,10 +161,14 @@ def test_usage_errors(places):
 # -------------------------------------------------- many servers, one loop
 
 
+SELECTORS = [selectors.SelectSelector, selectors.PollSelector, selectors.DefaultSelector]
+
+
 @pytest.mark.timeout(20)
-def test_four_families_in_one_reactor(places):
+@pytest.mark.parametrize("selector", SELECTORS, ids=lambda cls: cls.__name__)
+def test_four_families_in_one_reactor(selector, places):
     servers = {name: places.make_server(name, echo_handler(name)) for name in FOUR_FAMILIES}
-    with reactor.Reactor() as r:
+    with reactor.Reactor(selector()) as r:
         for server in servers.values():
             r.add_server(server)
         assert len(r.servers) == 4
