@@ -1,9 +1,11 @@
-"""DatagramRequestHandler: one datagram in, at most one datagram out.
+"""DatagramRequestHandler: one datagram in, one datagram out.
 
 ``self.request`` is ``(data, server_socket)``.  ``setup()`` makes
 ``self.packet`` (the bytes) readable through ``self.rfile`` and collects
 what the handler writes to ``self.wfile``; ``finish()`` sends that back to
-the client as one datagram.  It never blocks waiting for the peer, which is
+the client as one datagram, an empty one if nothing was written (as the
+stdlib does).  A Unix datagram client that did not bind an address cannot
+be answered; for it nothing is sent.  It never blocks waiting for the peer, which is
 why a datagram server is "framed by nature": the reactor has already read
 the whole message before the handler runs.
 """
@@ -26,4 +28,6 @@ class DatagramRequestHandler(BaseRequestHandler):
         self.wfile = io.BytesIO()
 
     def finish(self) -> None:
+        if self.client_address in (None, "", b""):
+            return  # an unbound Unix datagram client: there is no address to answer
         self.socket.sendto(self.wfile.getvalue(), self.client_address)

@@ -47,9 +47,13 @@ def _check_mixin_order(cls: type, mixin: type) -> None:
         if issubclass(klass, mixin):
             return  # the mix-in, or a class already checked when it was defined
         if issubclass(klass, BaseServer) and "process_request" in vars(klass):
+            first = [b for b in cls.__bases__ if issubclass(b, mixin)]
+            others = [b for b in cls.__bases__ if not issubclass(b, mixin)]
+            fixed = ", ".join(b.__name__ for b in first + others)
             raise TypeError(
-                f"{cls.__name__}: {mixin.__name__} must come before {klass.__name__} "
-                f"in the base classes, e.g. class {cls.__name__}({mixin.__name__}, {klass.__name__})"
+                f"{cls.__name__}: {mixin.__name__} must come before the server class in the "
+                f"bases, or the server's own process_request() wins and the mix-in does nothing; "
+                f"write class {cls.__name__}({fixed})"
             )
 
 

@@ -272,7 +272,7 @@ class Reactor:
         A foreign loop driving this reactor through ``fileno()`` uses this to
         know when to call ``run_once(0)`` even though nothing became readable.
         """
-        if self._ready or self._stopping:
+        if self._ready:
             return 0.0
         while self._timers and self._timers[0].cancelled:
             heapq.heappop(self._timers)
@@ -323,8 +323,8 @@ class Reactor:
         self._check_open()
         self._thread_id = threading.get_ident()
 
-        # 1. How long may we sleep?
-        wait = self.next_timeout()
+        # 1. How long may we sleep?  Not at all when run() is finishing.
+        wait = 0.0 if self._stopping else self.next_timeout()
         if timeout is not None and (wait is None or timeout < wait):
             wait = timeout
 
@@ -332,6 +332,8 @@ class Reactor:
         tracing = trace.isEnabledFor(logging.DEBUG)
         started = self._clock() if tracing else 0.0
         events = self._selector.select(wait)
+        if tracing and events:
+            self._trace_wake(wait, self._clock() - started, events)
         ran = 0
 
         # 3. I/O callbacks.
@@ -353,9 +355,8 @@ class Reactor:
             if not timer.cancelled:
                 self._ready.append(timer)
                 due += 1
-
-        if tracing and (events or due):
-            self._trace_wake(wait, now - started, events, due)
+        if tracing and due:
+            trace.debug("%d timer(s) due", due)
 
         # 5. Callbacks queued before this point; ones they queue wait a turn.
         for _ in range(len(self._ready)):
@@ -369,38 +370,48 @@ class Reactor:
             server.service_actions()
         return ran
 
-    def _trace_wake(self, wait: float | None, slept: float, events: list, due: int) -> None:
+    def _trace_wake(self, wait: float | None, slept: float, events: list) -> None:
         ready = []
         for key, mask in events:
             what = "+".join(n for n, bit in (("read", _READ), ("write", _WRITE)) if mask & bit)
             label = "wakeup" if key.fileobj is self._wake_r else f"fd {key.fd}"
             ready.append(f"{label} {what}")
         limit = "none" if wait is None else f"{wait:.3f}s"
-        trace.debug(
-            "loop woke after %.3fs (timeout %s): %s%s",
-            slept,
-            limit,
-            ", ".join(ready) or "no I/O",
-            f"; {due} timer(s) due" if due else "",
-        )
+        trace.debug("loop woke after %.3fs (timeout %s): %s", slept, limit, ", ".join(ready))
 
     def run(self) -> None:
         """Run the event loop until ``stop()`` is called.
 
-        A ``stop()`` that came before ``run()`` makes it return at once.
-        Exceptions from callbacks propagate out of ``run()`` (servers catch
-        their own handlers' errors before that).
+        The iteration in which ``stop()`` takes effect runs to its end, so
+        callbacks queued before ``stop()`` still run; a ``stop()`` that came
+        before ``run()`` makes it do one iteration without waiting and
+        return.  Exceptions from callbacks propagate out of ``run()``
+        (servers catch their own handlers' errors before that).
         """
         try:
-            while not self._stopping:
+            while True:
                 self.run_once()
+                if self._stopping:
+                    break
         finally:
             self._stopping = False
 
     def stop(self) -> None:
-        """Ask ``run()`` to return after the current iteration.  Any thread."""
+        """Ask ``run()`` to return after the current iteration.  Any thread.
+
+        From another thread the request joins the back of the ready queue,
+        so whatever that thread queued before (``call_soon_threadsafe``)
+        runs first.  Only ``run()`` looks at it: a reactor stepped by hand
+        with ``run_once()`` ignores it.
+        """
+        if self._thread_id is None or self.in_loop_thread():
+            self._stopping = True
+            self.wakeup()
+        else:
+            self.call_soon_threadsafe(self._set_stopping)
+
+    def _set_stopping(self) -> None:
         self._stopping = True
-        self.wakeup()
 
     def fileno(self) -> int:
         """The selector's own descriptor, readable whenever the reactor has I/O to do.

@@ -294,6 +294,10 @@ class BaseServer:
         self.request_table.name = self._label()
         reactor.add_reader(self, self._on_readable)
         self._reactor = reactor
+        if not self._owns_reactor:
+            # serve_forever() consumed an earlier shutdown() before getting
+            # here; for a shared reactor, being added means "serve now".
+            self._shutdown_requested = False
         if type(self).service_actions is not BaseServer.service_actions:
             self._service_timer = reactor.call_later(poll_interval, self._service_tick, reactor, poll_interval)
 

@@ -19,8 +19,8 @@ Rules (every one of them enforced here, nowhere else):
 3. Each transition can be observed: it is logged on the ``reactor.trace``
    logger at DEBUG and passed to every callback given to ``add_observer``.
 
-The docs' state diagrams are generated from ``TRANSITIONS``, so they cannot
-drift from the code.
+The docs' tables of transitions are checked against ``TRANSITIONS`` by a
+test, so they cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from .errors import TransitionError
 
 __all__ = ["State", "Event", "Kind", "Record", "RequestTable", "TRANSITIONS", "FINAL_STATES"]
 
+log = logging.getLogger("reactor")
 trace = logging.getLogger("reactor.trace")
 
 
@@ -269,7 +270,8 @@ class RequestTable:
         """Call ``callback(record, old_state, event, new_state, reason)`` on every change.
 
         For a new record ``old_state`` and ``event`` are None.  Observers run
-        on whichever thread made the change and must not raise.
+        on whichever thread made the change; an exception from one is logged
+        on the ``reactor`` logger and does not stop the request or the others.
         """
         self._observers.append(callback)
 
@@ -287,7 +289,12 @@ class RequestTable:
                     where, record.id, old.name, new.name, event.name.lower(), f" ({reason})" if reason else "",
                 )  # fmt: skip
         for callback in tuple(self._observers):
-            callback(record, old, event, new, reason)
+            try:
+                callback(record, old, event, new, reason)
+            except Exception:
+                # An observer watches; it must not be able to strand the
+                # request it watches (the transition has already happened).
+                log.exception("observer %r failed on %r", callback, record)
 
     def __repr__(self) -> str:
         return f"<RequestTable {self.name!r} live={len(self._records)} {self.counts()}>"

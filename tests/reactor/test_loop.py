@@ -360,6 +360,28 @@ def test_stop_from_another_thread_ends_run_and_run_can_run_again():
             assert "error" not in outcome and ran == [attempt]
 
 
+@pytest.mark.timeout(10)
+def test_callbacks_queued_before_stop_still_run():
+    with Reactor(SignallingSelector()) as r:
+        ran: list[int] = []
+        with in_thread(r, r.run) as (thread, outcome):
+            assert r.selector.blocking.wait(CLIENT_TIMEOUT)
+            for n in range(50):
+                r.call_soon_threadsafe(ran.append, n)
+            r.stop()
+            thread.join(CLIENT_TIMEOUT)
+            assert not thread.is_alive()
+        assert "error" not in outcome and ran == list(range(50))
+
+
+def test_stop_does_not_make_a_hand_stepped_reactor_spin():
+    with Reactor() as r:
+        r.stop()  # nobody is in run(): a foreign loop following next_timeout() must not spin
+        assert r.next_timeout() is None
+        r.call_later(3.0, lambda: None)
+        assert 2.0 < r.next_timeout() <= 3.0
+
+
 # ------------------------------------------------------- fileno, lifecycle
 
 

@@ -208,7 +208,11 @@ def test_transitions_are_traced(places, caplog):
     caplog.set_level(logging.DEBUG, logger="reactor.trace")
     with ServingThread(places.make_server("unix", StreamLineEcho)) as server:
         assert client_exchange("unix", server.server_address, b"t\n") == b"t\n"
-    lines = [r.getMessage() for r in caplog.records if r.name == "reactor.trace" and "#1" in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records if r.name == "reactor.trace"]
+    lines = [m for m in messages if "#1" in m]
+    # The wakeup that brought the connection is told before what it caused.
+    woke = next(i for i, m in enumerate(messages) if m.startswith("loop woke") and "read" in m)
+    assert woke < messages.index(lines[0])
     assert any("#1 ACCEPTED" in line for line in lines)
     assert any("#1 ACCEPTED -> PROCESSING" in line for line in lines)
     assert any("#1 PROCESSING -> CLOSED" in line for line in lines)
@@ -324,9 +328,47 @@ def test_ipv6_literal_picks_af_inet6(cls):
     assert cls.address_family == socket.AF_INET  # the class is untouched
 
 
-def test_mixin_after_server_class_is_refused():
-    with pytest.raises(TypeError, match="ThreadingMixIn must come before"):
-        type("Bad", (reactor.TCPServer, reactor.ThreadingMixIn), {})
+@pytest.mark.parametrize("mixin", [reactor.ThreadingMixIn, reactor.ForkingMixIn])
+def test_mixin_after_server_class_is_refused_with_the_fix_spelled_out(mixin):
+    with pytest.raises(TypeError, match=f"{mixin.__name__} must come before the server class") as err:
+        type("Bad", (reactor.TCPServer, mixin), {})
+    assert f"class Bad({mixin.__name__}, TCPServer)" in str(err.value)
+
+
+@pytest.mark.timeout(10)
+def test_a_failing_observer_does_not_strand_the_request(places, caplog):
+    def broken(*args):
+        raise RuntimeError("observer bug")
+
+    with places.make_server("tcp4", StreamLineEcho) as server:
+        server.request_table.add_observer(broken)
+        with ServingThread(server, close=False):
+            assert client_exchange("tcp4", server.server_address, b"still served\n") == b"still served\n"
+    assert server.request_table.totals["finished"] == 1 and len(server.request_table) == 0
+    failures = [r for r in caplog.records if r.name == "reactor" and "observer" in r.getMessage()]
+    assert failures and failures[0].exc_info[0] is RuntimeError
+
+
+@pytest.mark.timeout(10)
+def test_an_unbound_unix_datagram_client_is_served_without_an_answer(places):
+    seen = []
+
+    class Handler(reactor.DatagramRequestHandler):
+        def handle(self):
+            seen.append((self.packet, self.client_address))
+            self.wfile.write(b"nobody to send this to")
+
+    class Server(reactor.UnixDatagramServer):
+        def handle_error(self, request, client_address):
+            raise  # fail the test: there must be no error at all
+
+    with places.make_server("unix-dgram", Handler, cls=Server) as server:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
+            client.sendto(b"anonymous", server.server_address)  # no bind(): no address
+            server.handle_request()
+    assert [packet for packet, _ in seen] == [b"anonymous"]
+    assert seen[0][1] in (None, "", b"")
+    assert server.request_table.totals["finished"] == 1
 
 
 # ------------------------------------------------------------ socket files

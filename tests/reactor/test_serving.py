@@ -117,6 +117,15 @@ def test_many_concurrent_shutdowns(places):
         server.server_close()
 
 
+@pytest.mark.timeout(10)
+def test_a_server_shut_down_while_unserved_is_served_when_added_to_a_reactor(places):
+    with places.make_server("tcp4", StreamLineEcho) as server, reactor.Reactor() as r:
+        server.shutdown()  # nobody serves it: returns at once
+        r.add_server(server)
+        with ReactorThread(r, close=False):
+            assert client_exchange("tcp4", server.server_address, b"served\n") == b"served\n"
+
+
 def test_service_actions_wake_the_loop_only_when_overridden(places):
     class Busy(reactor.TCPServer):
         def service_actions(self):
