@@ -27,7 +27,23 @@ __all__ = ["UnixStreamServer", "UnixDatagramServer"]
 log = logging.getLogger("reactor")
 
 
-class UnixStreamServer(TCPServer):
+class _SocketFile:
+    """What both Unix servers do about their socket file (see the module docstring)."""
+
+    server_address: Any
+    socket_type: int
+
+    def server_bind(self) -> None:
+        _remove_stale_socket(self.server_address, self.socket_type)
+        super().server_bind()  # type: ignore[misc]
+        self._socket_file = _file_identity(self.server_address)
+
+    def server_close(self) -> None:
+        super().server_close()  # type: ignore[misc]
+        _remove_own_socket(self.server_address, getattr(self, "_socket_file", None))
+
+
+class UnixStreamServer(_SocketFile, TCPServer):
     """A stream server on a Unix socket; ``server_address`` is a path.
 
     Before binding, a socket file that nobody listens on any more (left by
@@ -37,17 +53,8 @@ class UnixStreamServer(TCPServer):
 
     address_family = getattr(socket, "AF_UNIX", None)
 
-    def server_bind(self) -> None:
-        _remove_stale_socket(self.server_address, self.socket_type)
-        super().server_bind()
-        self._socket_file = _file_identity(self.server_address)
 
-    def server_close(self) -> None:
-        super().server_close()
-        _remove_own_socket(self.server_address, getattr(self, "_socket_file", None))
-
-
-class UnixDatagramServer(UDPServer):
+class UnixDatagramServer(_SocketFile, UDPServer):
     """A datagram server on a Unix socket; ``server_address`` is a path.
 
     Socket file handling as for ``UnixStreamServer``.
@@ -55,14 +62,8 @@ class UnixDatagramServer(UDPServer):
 
     address_family = getattr(socket, "AF_UNIX", None)
 
-    def server_bind(self) -> None:
-        _remove_stale_socket(self.server_address, self.socket_type)
-        super().server_bind()
-        self._socket_file = _file_identity(self.server_address)
 
-    def server_close(self) -> None:
-        super().server_close()
-        _remove_own_socket(self.server_address, getattr(self, "_socket_file", None))
+# ---------------------------------------------------------------- helpers
 
 
 def _is_path(address: Any) -> bool:

@@ -129,6 +129,26 @@ def client_exchange(name: str, address: Any, payload: bytes, places: Places | No
                 os.unlink(own)
 
 
+def connect(server: Any) -> socket.socket:
+    """A connected stream client (with a timeout) for ``server``."""
+    sock = socket.socket(server.address_family, socket.SOCK_STREAM)
+    sock.settimeout(CLIENT_TIMEOUT)
+    try:
+        sock.connect(server.server_address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything ``sock`` receives until EOF."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 # ---------------------------------------------------------- driving loops
 
 

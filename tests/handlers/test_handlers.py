@@ -23,7 +23,9 @@ from conftest import (
     STREAM_FAMILIES,
     ServingThread,
     client_exchange,
+    connect,
     family_params,
+    read_all,
 )
 
 import handlers
@@ -75,24 +77,6 @@ class Client(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.result
-
-
-def connect(server: Any) -> socket.socket:
-    sock = socket.socket(server.address_family, socket.SOCK_STREAM)
-    sock.settimeout(CLIENT_TIMEOUT)
-    try:
-        sock.connect(server.server_address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def read_all(sock: socket.socket) -> bytes:
-    chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # ============================================================ StreamRequestHandler

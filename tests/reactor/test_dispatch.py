@@ -23,8 +23,10 @@ from conftest import (
     STREAM_FAMILIES,
     ServingThread,
     client_exchange,
+    connect,
     family_params,
     needs_ipv6,
+    read_all,
 )
 
 import handlers
@@ -74,24 +76,6 @@ class RecordingServer:
 
 def recording(cls: type, **attrs: Any) -> type:
     return type(f"Recording{cls.__name__}", (RecordingServer, cls), attrs)
-
-
-def connect(server: Any) -> socket.socket:
-    sock = socket.socket(server.address_family, socket.SOCK_STREAM)
-    sock.settimeout(CLIENT_TIMEOUT)
-    try:
-        sock.connect(server.server_address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def read_all(sock: socket.socket) -> bytes:
-    chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @contextlib.contextmanager
