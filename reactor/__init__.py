@@ -25,7 +25,7 @@ from .dispatch import (
     ThreadingUnixDatagramServer,
     ThreadingUnixStreamServer,
 )
-from .errors import BrokenError, ClosedError, ProtocolError, ReactorError, TransitionError, UsageError
+from .errors import BrokenError, ClosedError, MessageTooLong, ProtocolError, ReactorError, TransitionError, UsageError
 from .loop import Handle, Reactor, TimerHandle
 from .servers import BaseServer, TCPServer, UDPServer
 from .unix import UnixDatagramServer, UnixStreamServer
@@ -73,6 +73,7 @@ __all__ = SOCKETSERVER_NAMES + [
     "UsageError",
     "TransitionError",
     "ProtocolError",
+    "MessageTooLong",
     "ClosedError",
     "BrokenError",
 ]
