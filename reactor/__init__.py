@@ -27,7 +27,8 @@ from .dispatch import (
 )
 from .errors import BrokenError, ClosedError, MessageTooLong, ProtocolError, ReactorError, TransitionError, UsageError
 from .loop import Handle, Reactor, TimerHandle
-from .servers import BaseServer, TCPServer, UDPServer
+from .datagram import UDPServer
+from .servers import BaseServer, TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer
 from .table import Event, Kind, Record, RequestTable, State
 

@@ -25,7 +25,8 @@ from typing import Any, Callable
 from handlers.echo import DatagramEcho, StreamLineEcho
 
 from .loop import Reactor
-from .servers import TCPServer, UDPServer
+from .datagram import UDPServer
+from .servers import TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer
 from .table import Event, Record, State
 

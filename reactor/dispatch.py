@@ -23,7 +23,8 @@ import select
 import threading
 from typing import Any
 
-from .servers import BaseServer, TCPServer, UDPServer
+from .datagram import UDPServer
+from .servers import BaseServer, TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer
 from .table import Event
 

@@ -43,11 +43,15 @@ import time
 import traceback
 from typing import Any
 
+from handlers.message import MessageHandler
+
+from .accepting import AcceptGate
+from .connection import Connection
 from .errors import UsageError
 from .loop import Reactor
-from .table import Event, Kind, RequestTable, family_name
+from .table import FINAL_STATES, Event, Kind, Record, RequestTable, family_name
 
-__all__ = ["BaseServer", "TCPServer", "UDPServer"]
+__all__ = ["BaseServer", "TCPServer"]
 
 log = logging.getLogger("reactor")
 
@@ -67,6 +71,22 @@ class BaseServer:
 
     timeout: float | None = None
 
+    # Bounds (see docs/handlers.md); each hit is counted in request_table.counters.
+    #: Live connections at which accepting pauses (None: no limit).
+    max_connections: int | None = 4096
+    #: Largest message a framed handler is given (None: only the framer's own limit).
+    max_message_size: int | None = 65536
+    #: Queued output per framed connection above which it is not read ...
+    output_high_water = 65536
+    #: ... until the peer has drained it to this much.
+    output_low_water = 16384
+    #: Seconds a framed connection may wait between messages (None: forever).
+    idle_timeout: float | None = None
+    #: Seconds a started message has to arrive completely (the slowloris defence).
+    request_timeout: float | None = 60.0
+    #: Datagram replies that may wait for a full socket before more are dropped.
+    max_queued_replies = 64
+
     #: What a request of this server is in the table.
     _record_kind = Kind.STREAM
 
@@ -84,6 +104,9 @@ class BaseServer:
         self._serving_thread: int | None = None
         self._service_timer: Any = None
         self._saved_timeout: Any = None
+        self._gate: AcceptGate | None = None
+        self._connections: set[Connection] = set()
+        self._reply_queue: Any = None  # datagram servers send replies through one
 
     # ----------------------------------------------------- overridable hooks
 
@@ -124,12 +147,21 @@ class BaseServer:
 
     def shutdown_request(self, request: Any) -> None:
         """End one request: by default just ``close_request``."""
-        self.request_table.finish(request)
+        self._request_over(request)
         self.close_request(request)
 
     def close_request(self, request: Any) -> None:
         """Release what one request holds.  Records its end in the table."""
-        self.request_table.finish(request)
+        self._request_over(request)
+
+    def protocol_error_reply(self, error: Exception, connection: Any) -> bytes | None:
+        """Bytes to send a peer that broke the framing, before closing; None sends nothing.
+
+        Called with the ``ProtocolError`` (for example ``MessageTooLong``)
+        and the connection.  The default sends the error's own suggested
+        ``reply`` (None for the built-in framers).
+        """
+        return getattr(error, "reply", None)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Report an exception raised while processing a request.
@@ -243,21 +275,40 @@ class BaseServer:
         """Take one request and run it through the lifecycle.
 
         Called when the socket is readable.  Returns False if there was no
-        request after all (another process took it, or the peer gave up:
-        ``get_request`` raised OSError), True otherwise.
+        request after all (another process took it, the peer gave up, or
+        the process is out of descriptors: ``get_request`` raised OSError),
+        True otherwise.
         """
         try:
             request, client_address = self.get_request()
         except OSError as exc:
-            log.debug("%s: get_request() found nothing: %s", self.request_table.name, exc)
+            if self._gate is None or not self._gate.accept_failed(exc):
+                log.debug("%s: get_request() found nothing: %s", self.request_table.name, exc)
             return False
+        self._take(request, client_address)
+        return True
+
+    def _take(self, request: Any, client_address: Any) -> None:
+        """Open the request's record and run the lifecycle (stream servers)."""
+        framed = _is_framed(self.RequestHandlerClass)
+        kind = Kind.CONNECTION if framed else self._record_kind
+        record = self.request_table.open(kind, request, client_address, getattr(self, "address_family", 0))
+        self._lifecycle(request, client_address, record, self._start_connection if framed else None)
+        if self._gate is not None:
+            self._gate.accepted()
+            self._gate.check_limit()
+
+    def _lifecycle(self, request: Any, client_address: Any, record: Record, start: Any = None) -> None:
+        """verify_request, then process_request (or ``start``: the reactor takes over)."""
         table = self.request_table
-        record = self._open_record(request, client_address)
         try:
             if not self.verify_request(request, client_address):
                 table.transition(record, Event.REJECT, "verify_request() said no")
                 self.shutdown_request(request)
-                return True
+                return
+            if start is not None:
+                start(request, client_address, record)
+                return
             table.transition(record, Event.DISPATCH, "process_request()")
             self.process_request(request, client_address)
         except Exception:
@@ -268,11 +319,39 @@ class BaseServer:
             table.finish(request, Event.ERROR, "KeyboardInterrupt/SystemExit")
             self.shutdown_request(request)
             raise
-        return True
 
-    def _open_record(self, request: Any, client_address: Any) -> Any:
-        family = getattr(self, "address_family", 0)
-        return self.request_table.open(self._record_kind, request, client_address, family)
+    def _request_over(self, request: Any) -> None:
+        """Record the end of ``request`` (any thread); accepting may resume."""
+        if self.request_table.finish(request) is not None and self._gate is not None and self._gate.paused:
+            self._gate.connection_ended()
+
+    # ------------------------------------------------------ framed streams
+
+    def _start_connection(self, sock: Any, client_address: Any, record: Record) -> None:
+        if self._reactor is None:
+            # handle_request() without a reactor: serve this one connection
+            # to its end on a private one, as a classic handler would be.
+            with Reactor() as reactor:
+                connection = Connection(self, sock, client_address, record, reactor)
+                self._connections.add(connection)
+                connection.start()
+                while record.state not in FINAL_STATES:
+                    reactor.run_once()
+            return
+        connection = Connection(self, sock, client_address, record, self._reactor)
+        self._connections.add(connection)
+        connection.start()
+
+    def _connection_closed(self, connection: Connection) -> None:
+        """Called by a Connection once its socket is closed."""
+        self._connections.discard(connection)
+        if self._gate is not None and self._gate.paused:
+            self._gate.connection_ended()
+
+    @property
+    def connections(self) -> tuple:
+        """The framed connections open now (the reactor owns their sockets)."""
+        return tuple(self._connections)
 
     # ------------------------------------------------ reactor integration
 
@@ -294,6 +373,8 @@ class BaseServer:
         self.request_table.name = self._label()
         reactor.add_reader(self, self._on_readable)
         self._reactor = reactor
+        if self._record_kind is Kind.STREAM and sock is not None:
+            self._gate = AcceptGate(self, reactor)
         if not self._owns_reactor:
             # serve_forever() consumed an earlier shutdown() before getting
             # here; for a shared reactor, being added means "serve now".
@@ -302,8 +383,19 @@ class BaseServer:
             self._service_timer = reactor.call_later(poll_interval, self._service_tick, reactor, poll_interval)
 
     def _detach(self, reactor: Reactor) -> None:
-        """Called by ``Reactor.remove_server``: stop watching our socket."""
+        """Called by ``Reactor.remove_server``: stop watching our socket.
+
+        The framed connections it owns end with it, and datagram replies
+        still queued are dropped (both counted).
+        """
         reactor.remove_reader(self)
+        for connection in tuple(self._connections):
+            connection.abort("the server stopped serving")
+        if self._reply_queue is not None:
+            self._reply_queue.close()
+        if self._gate is not None:
+            self._gate.close()
+            self._gate = None
         if self._service_timer is not None:
             self._service_timer.cancel()
             self._service_timer = None
@@ -320,8 +412,9 @@ class BaseServer:
         self._service_timer = reactor.call_later(poll_interval, self._service_tick, reactor, poll_interval)
 
     def _on_readable(self) -> None:
+        gate = self._gate
         for _ in range(ACCEPTS_PER_WAKEUP):
-            if self._shutdown_requested or self._reactor is None:
+            if self._shutdown_requested or self._reactor is None or (gate is not None and gate.paused):
                 return  # checked before every accept (python/cpython#79184)
             if not self._handle_request_noblock():
                 return
@@ -418,7 +511,7 @@ class TCPServer(BaseServer):
 
     def shutdown_request(self, request: Any) -> None:
         """Shut the connection's write side down (the peer sees EOF), then close it."""
-        self.request_table.finish(request)
+        self._request_over(request)
         try:
             request.shutdown(socket.SHUT_WR)
         except OSError:
@@ -427,45 +520,8 @@ class TCPServer(BaseServer):
 
     def close_request(self, request: Any) -> None:
         """Close the connection's socket."""
-        self.request_table.finish(request)
+        self._request_over(request)
         request.close()
-
-
-class UDPServer(TCPServer):
-    """A server on a datagram socket: each datagram is one request.
-
-    ``self.request`` is ``(data, server_socket)``.  ``max_packet_size`` is
-    the most bytes read per datagram.  SO_REUSEADDR stays off by default: on
-    UDP it lets another process steal datagrams (python/cpython#81409).
-    """
-
-    allow_reuse_address = False
-    allow_reuse_port = False
-    socket_type = socket.SOCK_DGRAM
-    max_packet_size = 65536
-    _record_kind = Kind.DATAGRAM
-
-    def get_request(self) -> tuple[Any, Any]:
-        """Receive a datagram: returns ``((data, server_socket), client_address)``."""
-        data, client_address = self.socket.recvfrom(self.max_packet_size)
-        return (data, self.socket), client_address
-
-    def server_activate(self) -> None:
-        """Datagram sockets do not listen."""
-
-    def shutdown_request(self, request: Any) -> None:
-        """Nothing to shut down for a datagram: just ``close_request``."""
-        self.close_request(request)
-
-    def close_request(self, request: Any) -> None:
-        """The server socket is shared by every datagram: nothing to close."""
-        self.request_table.finish(request)
-
-    def _open_record(self, request: Any, client_address: Any) -> Any:
-        record = super()._open_record(request, client_address)
-        if isinstance(request, tuple) and request and isinstance(request[0], (bytes, bytearray)):
-            record.bytes_in = len(request[0])
-        return record
 
 
 # ---------------------------------------------------------------- helpers
@@ -479,3 +535,7 @@ def _is_ipv6_literal(address: Any) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def _is_framed(handler_class: Any) -> bool:
+    return isinstance(handler_class, type) and issubclass(handler_class, MessageHandler)

@@ -6,7 +6,9 @@ table.  Each accepted connection or received datagram becomes a ``Record``
 with an id, and moves through the states of its kind:
 
     classic stream  ACCEPTED -> PROCESSING -> CLOSED
-    datagram        RECEIVED -> PROCESSING -> DONE
+    framed stream   ACCEPTED -> READING -> READY -> PROCESSING -> READING ... -> CLOSING -> CLOSED
+                    (PROCESSING -> WRITING -> READING while the peer is slow to read)
+    datagram        RECEIVED -> PROCESSING [-> SENDING] -> DONE
 
 Rules (every one of them enforced here, nowhere else):
 
@@ -45,13 +47,19 @@ class Kind(enum.Enum):
     """What sort of request a record stands for."""
 
     STREAM = "stream"  # a connection whose socket a classic handler owns
+    CONNECTION = "connection"  # a connection whose socket the reactor owns (framed handler)
     DATAGRAM = "datagram"  # one received datagram
 
 
 class State(enum.Enum):
     ACCEPTED = "accepted"  # a connection came out of accept(), not yet dispatched
     RECEIVED = "received"  # a datagram came out of recvfrom(), not yet dispatched
+    READING = "reading"  # framed: waiting for the rest of a message
+    READY = "ready"  # framed: a whole message is buffered, waiting for its turn
     PROCESSING = "processing"  # the handler is running (where: the dispatch strategy's choice)
+    WRITING = "writing"  # framed: output above high water; not reading until it drains
+    SENDING = "sending"  # datagram: the reply is queued until the socket is writable
+    CLOSING = "closing"  # framed: sending what is queued, then closing
     CLOSED = "closed"  # final: the connection was shut down and closed
     DONE = "done"  # final: the datagram was handled
     FAILED = "failed"  # final: an exception escaped the lifecycle; handle_error saw it
@@ -59,12 +67,26 @@ class State(enum.Enum):
 
 class Event(enum.Enum):
     DISPATCH = "dispatch"  # process_request() was called for it
-    FINISH = "finish"  # shutdown_request()/close_request() ran: the request is over
+    FINISH = "finish"  # the request is over (shutdown_request/close_request, or output flushed)
     REJECT = "reject"  # verify_request() said no
     ERROR = "error"  # an exception escaped process_request() or the handler
+    START = "start"  # framed: the reactor starts reading the connection
+    MESSAGE = "message"  # framed: a whole message has arrived
+    REPLY = "reply"  # framed: the handler is done; its output is queued
+    BACKLOG = "backlog"  # framed: queued output went above the high-water mark
+    DRAINED = "drained"  # framed: queued output fell below the low-water mark
+    EOF = "eof"  # framed: the peer will send no more (it half-closed or closed)
+    CLOSE = "close"  # framed: close once the queued output is sent (asked, or a timeout)
+    PROTOCOL = "protocol"  # framed: the peer broke the framing (e.g. a message too long)
+    ABORT = "abort"  # close now, dropping queued output (peer reset, server closing, stuck writer)
+    QUEUE = "queue"  # datagram: the reply could not be sent yet and waits in a queue
+    SENT = "sent"  # datagram: the queued reply went out
+    DROP = "drop"  # datagram: the reply was dropped (the queue was full, or the server closed)
 
 
 S, E = State, Event
+
+_CONNECTION_LIVE = (S.ACCEPTED, S.READING, S.READY, S.PROCESSING, S.WRITING, S.CLOSING)
 
 #: The whole state machine: kind -> {(state, event): next state}.
 TRANSITIONS: dict[Kind, dict[tuple[State, Event], State]] = {
@@ -75,17 +97,40 @@ TRANSITIONS: dict[Kind, dict[tuple[State, Event], State]] = {
         (S.PROCESSING, E.FINISH): S.CLOSED,
         (S.PROCESSING, E.ERROR): S.FAILED,
     },
+    Kind.CONNECTION: {
+        (S.ACCEPTED, E.START): S.READING,
+        (S.ACCEPTED, E.REJECT): S.CLOSED,
+        (S.READING, E.MESSAGE): S.READY,
+        (S.READY, E.DISPATCH): S.PROCESSING,
+        (S.PROCESSING, E.REPLY): S.READING,
+        (S.PROCESSING, E.BACKLOG): S.WRITING,
+        (S.WRITING, E.DRAINED): S.READING,
+        (S.READING, E.EOF): S.CLOSING,
+        (S.READING, E.CLOSE): S.CLOSING,
+        (S.READING, E.PROTOCOL): S.CLOSING,
+        (S.WRITING, E.CLOSE): S.CLOSING,
+        (S.CLOSING, E.FINISH): S.CLOSED,
+        # From any live state: a reset peer or a closing server ends it now,
+        # an exception in the lifecycle fails it.
+        **{(state, E.ABORT): S.CLOSED for state in _CONNECTION_LIVE},
+        **{(state, E.ERROR): S.FAILED for state in _CONNECTION_LIVE},
+    },
     Kind.DATAGRAM: {
         (S.RECEIVED, E.DISPATCH): S.PROCESSING,
         (S.RECEIVED, E.REJECT): S.DONE,
         (S.RECEIVED, E.ERROR): S.FAILED,
         (S.PROCESSING, E.FINISH): S.DONE,
         (S.PROCESSING, E.ERROR): S.FAILED,
+        (S.PROCESSING, E.QUEUE): S.SENDING,
+        (S.SENDING, E.FINISH): S.SENDING,  # the handler is done; its reply still waits
+        (S.SENDING, E.SENT): S.DONE,
+        (S.SENDING, E.DROP): S.FAILED,
+        (S.SENDING, E.ERROR): S.FAILED,
     },
 }
 
 #: Where each kind of record starts.
-INITIAL_STATE = {Kind.STREAM: S.ACCEPTED, Kind.DATAGRAM: S.RECEIVED}
+INITIAL_STATE = {Kind.STREAM: S.ACCEPTED, Kind.CONNECTION: S.ACCEPTED, Kind.DATAGRAM: S.RECEIVED}
 
 #: States a record never leaves; reaching one removes it from the table.
 FINAL_STATES = frozenset({S.CLOSED, S.DONE, S.FAILED})
@@ -153,6 +198,8 @@ class RequestTable:
         self._lock = threading.Lock()
         self._observers: list[Callable[[Record, State, Event, State, str], None]] = []
         self.totals = {"opened": 0, "finished": 0, "rejected": 0, "failed": 0}
+        #: How often each bound or trouble was met, by name (see ``count``).
+        self.counters: dict[str, int] = {}
 
     # ------------------------------------------------------------ changing
 
@@ -206,6 +253,18 @@ class RequestTable:
         self.transition(record, event, reason)
         return record
 
+    def count(self, name: str, n: int = 1) -> int:
+        """Add ``n`` to the counter ``name`` (created at 0); return its new value.
+
+        Servers count the bounds they hit here (``too_long``,
+        ``backpressure``, ``accept_paused``, ``idle_timeout`` ...), so they
+        are visible in ``statistics()`` next to the states.
+        """
+        with self._lock:
+            value = self.counters.get(name, 0) + n
+            self.counters[name] = value
+        return value
+
     def _forget(self, record: Record, event: Event) -> None:
         del self._records[record.id]
         self._by_request.pop(id(record.request), None)
@@ -243,10 +302,11 @@ class RequestTable:
         return counts
 
     def statistics(self) -> dict[str, Any]:
-        """Live counts by state plus lifetime totals, for logs and dashboards."""
+        """Live counts by state, lifetime totals and bound counters, for logs and dashboards."""
         with self._lock:
             totals = dict(self.totals)
-        return {"live": len(self._records), "states": self.counts(), **totals}
+            counters = dict(self.counters)
+        return {"live": len(self._records), "states": self.counts(), **totals, "counters": counters}
 
     def describe(self) -> list[dict[str, Any]]:
         """One dict per live record: id, family, peer, state, bytes in/out, age in seconds."""

@@ -20,7 +20,8 @@ import socket
 import stat
 from typing import Any
 
-from .servers import TCPServer, UDPServer
+from .datagram import UDPServer
+from .servers import TCPServer
 
 __all__ = ["UnixStreamServer", "UnixDatagramServer"]
 

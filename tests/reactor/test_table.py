@@ -25,12 +25,36 @@ DOCUMENTED = {
         (S.PROCESSING, E.FINISH): S.CLOSED,
         (S.PROCESSING, E.ERROR): S.FAILED,
     },
+    Kind.CONNECTION: {
+        (S.ACCEPTED, E.START): S.READING,
+        (S.ACCEPTED, E.REJECT): S.CLOSED,
+        (S.READING, E.MESSAGE): S.READY,
+        (S.READY, E.DISPATCH): S.PROCESSING,
+        (S.PROCESSING, E.REPLY): S.READING,
+        (S.PROCESSING, E.BACKLOG): S.WRITING,
+        (S.WRITING, E.DRAINED): S.READING,
+        (S.READING, E.EOF): S.CLOSING,
+        (S.READING, E.CLOSE): S.CLOSING,
+        (S.READING, E.PROTOCOL): S.CLOSING,
+        (S.WRITING, E.CLOSE): S.CLOSING,
+        (S.CLOSING, E.FINISH): S.CLOSED,
+        **{
+            (state, event): final
+            for state in (S.ACCEPTED, S.READING, S.READY, S.PROCESSING, S.WRITING, S.CLOSING)
+            for event, final in ((E.ABORT, S.CLOSED), (E.ERROR, S.FAILED))
+        },
+    },
     Kind.DATAGRAM: {
         (S.RECEIVED, E.DISPATCH): S.PROCESSING,
         (S.RECEIVED, E.REJECT): S.DONE,
         (S.RECEIVED, E.ERROR): S.FAILED,
         (S.PROCESSING, E.FINISH): S.DONE,
         (S.PROCESSING, E.ERROR): S.FAILED,
+        (S.PROCESSING, E.QUEUE): S.SENDING,
+        (S.SENDING, E.FINISH): S.SENDING,
+        (S.SENDING, E.SENT): S.DONE,
+        (S.SENDING, E.DROP): S.FAILED,
+        (S.SENDING, E.ERROR): S.FAILED,
     },
 }
 
@@ -200,11 +224,14 @@ def test_counts_statistics_and_describe() -> None:
     table.transition(first, E.DISPATCH)  # age counts from arrival, not from the last change
     table.transition(gone, E.REJECT)
     clock.now = 53.5
+    table.count("too_long")
+    assert table.count("too_long") == 2
     assert table.counts() == {"ACCEPTED": 1, "PROCESSING": 1, "RECEIVED": 1}
     assert table.statistics() == {
         "live": 3,
         "states": {"ACCEPTED": 1, "PROCESSING": 1, "RECEIVED": 1},
         "opened": 4, "finished": 0, "rejected": 1, "failed": 0,
+        "counters": {"too_long": 2},
     }  # fmt: skip
     rows = table.describe()
     assert [row["id"] for row in rows] == [first.id, second.id, third.id]

@@ -1,0 +1,165 @@
+"""MessageHandler: the framed handler.  The reactor owns the socket; the handler
+sees one complete message and never blocks.
+
+A classic ``StreamRequestHandler`` owns a blocking socket: while it waits
+for a slow client, whatever runs it waits too.  A ``MessageHandler`` is
+only instantiated once its server's reactor has read a whole message (as
+its ``framing`` defines one), so everything it reads is already there, and
+everything it writes is queued for the reactor to send.  It keeps the
+familiar shape:
+
+* ``setup()`` / ``handle()`` / ``finish()``, as every handler;
+* ``self.message``: the message's bytes;
+* ``self.rfile``: reads the message (and nothing more: then EOF);
+* ``self.wfile``: queues output (``write`` returns at once);
+* ``self.request``: a ``MessageRequest``, socket-shaped: ``recv(n)``
+  returns message bytes, ``send``/``sendall`` queue output;
+* ``self.client_address``, ``self.server``;
+* ``self.connection``: the connection, which outlives the message: keep
+  per-connection state in ``self.connection.data`` (a dict), and call
+  ``self.connection.close()`` to close it once the reply has been sent.
+
+A handler written against a socket (``self.request.recv(1024)`` then
+``self.request.sendall(...)``, or ``self.rfile.readline()`` then
+``self.wfile.write(...)``) runs unchanged once its base class is
+``MessageHandler``.  The same class serves stream servers (one message per
+frame, replies in order) and datagram servers (one datagram is one message;
+the reply goes back as one datagram).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Callable
+
+from .base import BaseRequestHandler
+from .framing import Framer, Line
+
+__all__ = ["MessageHandler", "MessageRequest", "MessageWriter"]
+
+
+class MessageRequest:
+    """One complete message, shaped like the socket a classic handler gets.
+
+    Reading takes bytes from the message; writing appends to the reply,
+    which the reactor sends once the handler is done.  ``close()`` (which
+    the server's ``close_request`` calls after the handler) marks the
+    message handled; ``shutdown()`` does nothing.  Neither closes the
+    connection: ``connection.close()`` does.
+    """
+
+    __slots__ = ("message", "connection", "output", "done", "_pos", "_on_done")
+
+    def __init__(self, message: bytes, connection: Any, on_done: Callable[["MessageRequest"], None]) -> None:
+        self.message = message
+        self.connection = connection
+        self.output: list[bytes] = []
+        self.done = False
+        self._pos = 0
+        self._on_done = on_done
+
+    # -- reading the message
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Up to ``bufsize`` more bytes of the message; b"" once it is all read."""
+        start = self._pos
+        if start == 0 and bufsize >= len(self.message):
+            self._pos = len(self.message)
+            return self.message
+        self._pos = min(len(self.message), start + bufsize)
+        return self.message[start : self._pos]
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.recv(nbytes or len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    # -- writing the reply
+    def send(self, data: Any, flags: int = 0) -> int:
+        """Queue ``data`` for the peer; returns its length (it is all taken)."""
+        self.output.append(bytes(data))
+        return len(self.output[-1])
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """Queue ``data`` for the peer."""
+        self.output.append(bytes(data))
+
+    def sendto(self, data: Any, address: Any = None) -> int:
+        """Like ``send``: the reply goes to this message's peer whatever ``address`` says."""
+        return self.send(data)
+
+    def makefile(self, mode: str = "r", buffering: Any = None, **_: Any) -> Any:
+        """``'rb'``: a reader of the message; ``'wb'``: a writer that queues output."""
+        if "w" in mode:
+            return MessageWriter(self)
+        return io.BytesIO(self.message)
+
+    # -- the socket's other faces
+    def fileno(self) -> int:
+        return self.connection.fileno()
+
+    def getpeername(self) -> Any:
+        return self.connection.client_address
+
+    def getsockname(self) -> Any:
+        return self.connection.getsockname()
+
+    def settimeout(self, timeout: float | None) -> None:
+        """Accepted and ignored: a message never blocks."""
+
+    def gettimeout(self) -> float:
+        return 0.0
+
+    def setsockopt(self, *args: Any) -> None:
+        self.connection.setsockopt(*args)
+
+    def shutdown(self, how: int) -> None:
+        """Does nothing: use ``connection.close()`` to end the connection."""
+
+    def close(self) -> None:
+        """Mark this message handled, so the reactor sends the reply.  Idempotent."""
+        if not self.done:
+            self.done = True
+            self._on_done(self)
+
+    def __repr__(self) -> str:
+        return f"<MessageRequest {len(self.message)} bytes from {self.connection!r}>"
+
+
+class MessageWriter(io.BufferedIOBase):
+    """``wfile`` of a framed handler: ``write`` queues bytes and returns at once."""
+
+    def __init__(self, request: MessageRequest) -> None:
+        super().__init__()
+        self._request = request
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        if self.closed:
+            raise ValueError("write to a closed MessageWriter")
+        return self._request.send(b)
+
+
+class MessageHandler(BaseRequestHandler):
+    """Base class of framed handlers: override ``handle()``; set ``framing``.
+
+    ``framing`` is the framer that cuts the stream into messages (default
+    ``Line()``: newline-terminated lines up to 64 KiB); on datagram servers
+    it is not used, each datagram being a message.  ``handle()`` must not
+    block: everything it can read is already in ``self.message``.
+    """
+
+    framing: Framer = Line()
+
+    def setup(self) -> None:
+        request = self.request
+        self.message = request.message
+        self.connection = request.connection
+        self.rfile = io.BytesIO(self.message)
+        self.wfile = MessageWriter(request)
+
+    def finish(self) -> None:
+        self.wfile.close()
+        self.rfile.close()

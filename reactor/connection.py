@@ -1,0 +1,368 @@
+"""A framed connection: the reactor reads, frames, dispatches and writes.
+
+When a stream server's handler is a ``MessageHandler``, the accepted socket
+never reaches a handler.  A ``Connection`` owns it instead, nonblocking,
+and drives its record through the table:
+
+    ACCEPTED -start-> READING -message-> READY -dispatch-> PROCESSING
+    PROCESSING -reply-> READING              (output queued, below high water)
+    PROCESSING -backlog-> WRITING -drained-> READING   (the peer reads slowly)
+    READING -eof/close/protocol-> CLOSING -finish-> CLOSED
+    any -abort-> CLOSED      any -error-> FAILED
+
+Invariants:
+
+* One message in flight per connection.  Pipelined input stays in the
+  frame buffer (or in the kernel) and is answered in order, one message
+  after the other.
+* Input is read only while the connection can use it: not while WRITING
+  (above the output high-water mark: a peer that does not read cannot grow
+  our memory), and not more than one message plus one read ahead while a
+  message is being processed.
+* Write interest is registered only while output is queued.
+* A reset, a broken pipe or any other socket error closes this connection
+  quietly (counted, logged at DEBUG); nobody else notices.
+* Deadlines cost nothing per message: a connection keeps one deadline
+  (``_deadline``) and at most one timer, which on firing checks whether the
+  deadline moved and re-arms itself instead of being cancelled and
+  re-created for every message.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from handlers.errors import MessageTooLong, ProtocolError
+from handlers.framing import FrameBuffer
+from handlers.message import MessageRequest
+
+from .table import Event, Record, State
+
+__all__ = ["Connection"]
+
+log = logging.getLogger("reactor")
+
+READ_SIZE = 65536
+
+_READING, _READY, _PROCESSING = State.READING, State.READY, State.PROCESSING
+_WRITING, _CLOSING = State.WRITING, State.CLOSING
+
+
+class Connection:
+    """One framed connection of a server.  Handlers see it as ``self.connection``.
+
+    For handlers: ``data`` (a dict for per-connection state), ``close()``
+    (close once the queued output is sent), ``closing``, ``client_address``,
+    ``id`` (the table record's id), ``messages`` (how many were handled).
+    The rest is the reactor's.
+    """
+
+    __slots__ = (
+        "server", "sock", "client_address", "record", "data", "messages",
+        "_reactor", "_table", "_frames", "_out", "_writing", "_reading",
+        "_close_asked", "_eof", "_deadline", "_timer", "_current", "_pumping",
+    )  # fmt: skip
+
+    def __init__(self, server: Any, sock: socket.socket, client_address: Any, record: Record, reactor: Any) -> None:
+        self.server = server
+        self.sock = sock
+        self.client_address = client_address
+        self.record = record
+        self.data: dict[str, Any] = {}
+        self.messages = 0
+        self._reactor = reactor
+        self._table = server.request_table
+        self._frames = FrameBuffer(server.RequestHandlerClass.framing, server.max_message_size)
+        self._out = bytearray()
+        self._writing = False  # write interest registered
+        self._reading = False  # read interest registered
+        self._close_asked = False
+        self._eof = False
+        self._deadline: float | None = None
+        self._timer: Any = None
+        self._current: MessageRequest | None = None
+        self._pumping = False
+
+    # ------------------------------------------------------------- for handlers
+
+    @property
+    def id(self) -> int:
+        return self.record.id
+
+    @property
+    def closing(self) -> bool:
+        """True once the connection is on its way out."""
+        return self._close_asked or self.record.state in (_CLOSING, State.CLOSED, State.FAILED)
+
+    def close(self) -> None:
+        """Close the connection once the current reply (and anything queued) is sent."""
+        self._close_asked = True
+        if self.record.state is _READING or self.record.state is _WRITING:
+            self._begin_closing(Event.CLOSE, "close() asked for it")
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def getsockname(self) -> Any:
+        return self.sock.getsockname()
+
+    def setsockopt(self, *args: Any) -> None:
+        self.sock.setsockopt(*args)
+
+    def __repr__(self) -> str:
+        return f"<Connection #{self.record.id} {self.client_address!r} {self.record.state.name}>"
+
+    # ---------------------------------------------------------------- starting
+
+    def start(self) -> None:
+        """Take over the socket: nonblocking, watched for input."""
+        self.sock.setblocking(False)
+        self._table.transition(self.record, Event.START, "framed: the reactor reads")
+        self._want_read(True)
+        self._set_deadline(self.server.idle_timeout)
+
+    # ------------------------------------------------------------------ input
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._broken(exc)
+            return
+        if not data:
+            self._eof = True
+            self._want_read(False)
+            if self.record.state is _READING:
+                self._pump()
+            return
+        self.record.bytes_in += len(data)
+        frames = self._frames
+        new_message = frames.buffered == 0
+        frames.feed(data)
+        if self.record.state is _READING:
+            if new_message and self.server.request_timeout is not None:
+                self._set_deadline(self.server.request_timeout)
+            self._pump()
+        elif frames.buffered > READ_SIZE + (self.server.max_message_size or READ_SIZE):
+            self._want_read(False)  # enough read ahead: let the kernel hold the rest
+
+    def _pump(self) -> None:
+        """Dispatch buffered messages one at a time while the connection is READING."""
+        self._pumping = True
+        try:
+            self._pump_messages()
+        finally:
+            self._pumping = False
+
+    def _pump_messages(self) -> None:
+        table, record = self._table, self.record
+        while record.state is _READING:
+            try:
+                message = self._frames.next()
+            except MessageTooLong as exc:
+                self._protocol_error(exc)
+                return
+            if message is None:
+                if self._eof:
+                    self._begin_closing(Event.EOF, "the peer sent EOF")
+                elif self._close_asked:
+                    self._begin_closing(Event.CLOSE, "close() asked for it")
+                else:
+                    if not self._reading:
+                        self._want_read(True)
+                    if self._frames.buffered == 0:
+                        self._set_deadline(self.server.idle_timeout)
+                return
+            table.transition(record, Event.MESSAGE, f"{len(message)} B")
+            self._dispatch(message)
+
+    def _dispatch(self, message: bytes) -> None:
+        table, record, server = self._table, self.record, self.server
+        self._set_deadline(None)
+        table.transition(record, Event.DISPATCH, "process_request()")
+        request = MessageRequest(message, self, self._request_done)
+        self._current = request
+        try:
+            server.process_request(request, self.client_address)
+        except Exception:
+            self._failed(request, "exception in the lifecycle")
+            server.handle_error(request, self.client_address)
+        except BaseException:
+            self._failed(request, "KeyboardInterrupt/SystemExit")
+            raise
+
+    def _request_done(self, request: MessageRequest) -> None:
+        """The message's request was closed: its handler is finished."""
+        if self._reactor is not None and not self._reactor.in_loop_thread():
+            self._reactor.call_soon_threadsafe(self._reply, request)
+        else:
+            self._reply(request)
+
+    def _reply(self, request: MessageRequest) -> None:
+        if request is not self._current or self.record.state is not _PROCESSING:
+            return  # the connection was closed (or failed) meanwhile
+        self._current = None
+        self.messages += 1
+        if request.output:
+            self._out += b"".join(request.output) if len(request.output) > 1 else request.output[0]
+            self._flush()
+            if self.record.state is not _PROCESSING:
+                return  # the write failed and closed us
+        if len(self._out) > self.server.output_high_water:
+            self._table.count("backpressure")
+            log.debug("%r: %d bytes queued, over the high-water mark: not reading", self, len(self._out))
+            self._table.transition(self.record, Event.BACKLOG, f"{len(self._out)} B queued")
+            self._want_read(False)
+            self._set_deadline(self.server.idle_timeout)
+            return
+        self._table.transition(self.record, Event.REPLY, f"{len(self._out)} B still queued" if self._out else "")
+        # Inline dispatch lands here inside _pump's loop, which goes on by
+        # itself; a reply that comes later (from a worker) restarts it.
+        if not self._pumping:
+            self._pump()
+
+    # ----------------------------------------------------------------- output
+
+    def _flush(self) -> None:
+        """Send what is queued without blocking; watch for writability if some is left."""
+        out = self._out
+        try:
+            sent = self.sock.send(out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._broken(exc)
+            return
+        if sent:
+            self.record.bytes_out += sent
+            del out[:sent]
+        if out and not self._writing:
+            self._reactor.add_writer(self.sock, self._on_writable)
+            self._writing = True
+        elif not out and self._writing:
+            self._reactor.remove_writer(self.sock)
+            self._writing = False
+
+    def _on_writable(self) -> None:
+        self._flush()
+        state = self.record.state
+        if state is _WRITING:
+            self._set_deadline(self.server.idle_timeout)  # progress: the peer is reading
+            if len(self._out) <= self.server.output_low_water:
+                self._table.transition(self.record, Event.DRAINED, f"{len(self._out)} B queued")
+                self._pump()
+        elif state is _CLOSING and not self._out:
+            self._finish_close()
+
+    # ---------------------------------------------------------------- closing
+
+    def _begin_closing(self, event: Event, reason: str) -> None:
+        self._table.transition(self.record, event, reason)
+        self._want_read(False)
+        if self._out:
+            self._set_deadline(self.server.idle_timeout)
+        else:
+            self._finish_close()
+
+    def _finish_close(self) -> None:
+        self._table.transition(self.record, Event.FINISH, f"{self.messages} message(s)")
+        self._release()
+
+    def abort(self, reason: str) -> None:
+        """Close now, dropping queued output (the server is closing, or the peer is gone)."""
+        if self.record.state in (State.CLOSED, State.FAILED):
+            return
+        self._table.transition(self.record, Event.ABORT, reason)
+        self._release()
+
+    def _broken(self, exc: OSError) -> None:
+        self._table.count("resets")
+        log.debug("%r: %s; closing it", self, exc)
+        self.abort(f"{type(exc).__name__}: {exc.strerror or exc}")
+
+    def _failed(self, request: MessageRequest, reason: str) -> None:
+        if self.record.state not in (State.CLOSED, State.FAILED):
+            self._table.transition(self.record, Event.ERROR, reason)
+            self._release()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        self._table.count("too_long" if isinstance(exc, MessageTooLong) else "protocol_errors")
+        log.warning("%s: %r: %s; closing the connection", self._table.name, self.client_address, exc)
+        reply = self.server.protocol_error_reply(exc, self)
+        self._frames.clear()
+        self._table.transition(self.record, Event.PROTOCOL, str(exc))
+        self._want_read(False)
+        if reply:
+            self._out += reply
+            self._flush()
+            if self.record.state is not _CLOSING:
+                return  # the write failed and closed us
+        if self._out:
+            self._set_deadline(self.server.idle_timeout)
+        else:
+            self._finish_close()
+
+    def _release(self) -> None:
+        """Forget the socket: unwatch it, cancel its timer, close it, tell the server."""
+        self._set_deadline(None)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        reactor = self._reactor
+        if reactor is not None and not reactor.closed:
+            reactor.remove_reader(self.sock)
+            reactor.remove_writer(self.sock)
+        self._reading = self._writing = False
+        self._current = None
+        try:
+            self.sock.close()
+        finally:
+            self.server._connection_closed(self)
+
+    # --------------------------------------------------------------- plumbing
+
+    def _want_read(self, on: bool) -> None:
+        if on and not self._reading:
+            self._reactor.add_reader(self.sock, self._on_readable)
+            self._reading = True
+        elif not on and self._reading:
+            self._reactor.remove_reader(self.sock)
+            self._reading = False
+
+    def _set_deadline(self, seconds: float | None) -> None:
+        if seconds is None:
+            self._deadline = None
+            return
+        reactor = self._reactor
+        when = reactor.time() + seconds
+        self._deadline = when
+        if self._timer is None or self._timer.when > when:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = reactor.call_at(when, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self.record.state in (State.CLOSED, State.FAILED):
+            return
+        if self._reactor.time() < deadline:
+            self._timer = self._reactor.call_at(deadline, self._on_deadline)  # it moved: wait more
+            return
+        self._deadline = None
+        state = self.record.state
+        if state is _READING:
+            started = self._frames.buffered > 0
+            name = "request_timeout" if started else "idle_timeout"
+            self._table.count(name)
+            log.info("%s: %r: %s passed; closing the connection", self._table.name, self.client_address, name)
+            self._frames.clear()
+            self._begin_closing(Event.CLOSE, name)
+        elif state is _WRITING or state is _CLOSING:
+            self._table.count("write_timeout")
+            log.info("%s: %r: the peer stopped reading; dropping the connection", self._table.name, self.client_address)
+            self.abort("the peer stopped reading")

@@ -1,0 +1,284 @@
+"""Datagram servers' half of the reactor: truncation, replies, framed handlers.
+
+A datagram is framed by nature: one ``recvmsg()`` is one whole message.
+What the reactor adds to socketserver's datagram path:
+
+* **No silent truncation.**  A datagram longer than ``max_packet_size`` is
+  detected (``MSG_TRUNC``), counted, logged and dropped, never handed on
+  cut short (python/cpython#128319).
+* **Replies never block the loop.**  A handler's ``self.socket.sendto``
+  (classic) or its queued output (framed) is sent at once if the kernel
+  takes it; if the socket is full (EAGAIN, ENOBUFS) the reply waits in a
+  small bounded queue, sent when the socket is writable, and is dropped
+  with a count when the queue is full (anyio#1294, asyncio's gh-135444).
+* **One handler class for all four families.**  A ``MessageHandler`` on a
+  datagram server gets the datagram as its message and a peer object as
+  ``self.connection``; what it writes goes back as one datagram.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections import deque
+from typing import Any
+
+from handlers.message import MessageRequest
+
+from .servers import TCPServer, _is_framed
+from .table import Event, Kind, Record, State
+
+__all__ = ["UDPServer", "Truncated", "DatagramReply", "DatagramPeer", "ReplyQueue"]
+
+log = logging.getLogger("reactor")
+
+_FULL = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR})
+
+
+class Truncated(bytes):
+    """The first ``max_packet_size`` bytes of a datagram that was longer.
+
+    ``get_request`` returns its data as this type when the kernel cut the
+    datagram, so the server can refuse it instead of handling half of it.
+    """
+
+
+def receive(sock: socket.socket, size: int) -> tuple[bytes, Any]:
+    """``recvfrom`` that marks a cut datagram: returns ``(data, address)``."""
+    data, _, flags, address = sock.recvmsg(size)
+    if flags & socket.MSG_TRUNC:
+        return Truncated(data), address
+    return data, address
+
+
+def no_address(address: Any) -> bool:
+    """True for the address of an unbound Unix datagram client: nowhere to reply."""
+    return address is None or address == "" or address == b""
+
+
+class DatagramReply:
+    """The ``socket`` a datagram handler replies through (``self.socket``).
+
+    ``sendto`` goes through the server's reply path (sent now, or queued
+    without blocking); every other attribute is the server socket's own.
+    """
+
+    __slots__ = ("_sock", "_server", "record")
+
+    def __init__(self, sock: socket.socket, server: Any) -> None:
+        self._sock = sock
+        self._server = server
+        self.record: Record | None = None
+
+    def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
+        if address is None:
+            address = flags_or_address
+        payload = bytes(data)
+        self._server._reply_queue.send(self.record, payload, address)
+        return len(payload)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def __repr__(self) -> str:
+        return f"<DatagramReply for {self._sock!r}>"
+
+
+class DatagramPeer:
+    """``self.connection`` of a framed handler on a datagram server.
+
+    A datagram has no connection: ``data`` is a fresh dict for each one and
+    ``close()`` does nothing, so handler code written for streams runs.
+    """
+
+    __slots__ = ("client_address", "data", "_sock")
+
+    closing = False
+
+    def __init__(self, sock: socket.socket, client_address: Any) -> None:
+        self.client_address = client_address
+        self.data: dict[str, Any] = {}
+        self._sock = sock
+
+    def close(self) -> None:
+        """Nothing to close: each datagram stands alone."""
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def getsockname(self) -> Any:
+        return self._sock.getsockname()
+
+    def setsockopt(self, *args: Any) -> None:
+        self._sock.setsockopt(*args)
+
+    def __repr__(self) -> str:
+        return f"<DatagramPeer {self.client_address!r}>"
+
+
+class ReplyQueue:
+    """Sends a datagram server's replies without ever blocking its loop.
+
+    ``limit`` is how many replies may wait for a full socket (the server's
+    ``max_queued_replies``).  Call ``send`` from any thread.
+    """
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self._queue: deque[tuple[bytes, Any, Record | None]] = deque()
+        self._watching = False
+
+    def send(self, record: Record | None, data: bytes, address: Any) -> None:
+        if no_address(address):
+            return  # an unbound Unix datagram client cannot be answered
+        reactor = self.server.reactor
+        if not self._queue:
+            try:
+                sent = self.server.socket.sendto(data, address)
+            except OSError as exc:
+                if exc.errno not in _FULL:
+                    self._failed(record, exc)
+                    return
+            else:
+                if record is not None:
+                    record.bytes_out += sent
+                return
+        if reactor is None:
+            return  # nothing would ever send it: the server is not served
+        if reactor.in_loop_thread():
+            self._enqueue(record, data, address)
+        else:
+            reactor.call_soon_threadsafe(self._enqueue, record, data, address)
+
+    def _enqueue(self, record: Record | None, data: bytes, address: Any) -> None:
+        table = self.server.request_table
+        if len(self._queue) >= self.server.max_queued_replies:
+            table.count("replies_dropped")
+            log.warning("%s: reply queue full (%d): dropped a reply to %r", table.name, len(self._queue), address)
+            if record is not None and record.state is State.PROCESSING:
+                table.transition(record, Event.QUEUE, "socket full")
+                table.transition(record, Event.DROP, "reply queue full")
+            return
+        table.count("replies_queued")
+        if record is not None and record.state is State.PROCESSING:
+            table.transition(record, Event.QUEUE, f"socket full; {len(self._queue)} ahead")
+        self._queue.append((data, address, record))
+        if not self._watching:
+            self.server.reactor.add_writer(self.server.socket, self._flush)
+            self._watching = True
+
+    def _flush(self) -> None:
+        table = self.server.request_table
+        while self._queue:
+            data, address, record = self._queue[0]
+            try:
+                sent = self.server.socket.sendto(data, address)
+            except OSError as exc:
+                if exc.errno in _FULL:
+                    return  # still full: wait for the next writable event
+                self._queue.popleft()
+                self._failed(record, exc)
+                continue
+            self._queue.popleft()
+            if record is not None:
+                record.bytes_out += sent
+                if record.state is State.SENDING:
+                    table.transition(record, Event.SENT, f"{sent} B")
+        self.server.reactor.remove_writer(self.server.socket)
+        self._watching = False
+
+    def _failed(self, record: Record | None, exc: OSError) -> None:
+        table = self.server.request_table
+        table.count("reply_errors")
+        log.debug("%s: reply failed: %s", table.name, exc)
+        if record is not None and record.state is State.SENDING:
+            table.transition(record, Event.DROP, str(exc))
+
+    def close(self) -> None:
+        """Drop what is still queued (the server is closing)."""
+        table = self.server.request_table
+        while self._queue:
+            _, _, record = self._queue.popleft()
+            table.count("replies_dropped")
+            if record is not None and record.state is State.SENDING:
+                table.transition(record, Event.DROP, "server closing")
+        if self._watching and self.server.reactor is not None:
+            self.server.reactor.remove_writer(self.server.socket)
+        self._watching = False
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+
+class UDPServer(TCPServer):
+    """A server on a datagram socket: each datagram is one request.
+
+    ``self.request`` is ``(data, socket)``, where replies sent through
+    ``socket.sendto`` never block the loop (see ``reactor.datagram``).
+    ``max_packet_size`` is the most bytes read per datagram; a longer one
+    is dropped and counted (``truncated``), never handed on cut short.
+    SO_REUSEADDR stays off by default: on UDP it lets another process steal
+    datagrams (python/cpython#81409).
+    """
+
+    allow_reuse_address = False
+    allow_reuse_port = False
+    socket_type = socket.SOCK_DGRAM
+    max_packet_size = 65536
+    _record_kind = Kind.DATAGRAM
+
+    def get_request(self) -> tuple[Any, Any]:
+        """Receive a datagram: returns ``((data, server_socket), client_address)``."""
+        data, client_address = receive(self.socket, self.max_packet_size)
+        return (data, self.socket), client_address
+
+    def __init__(self, server_address: Any, RequestHandlerClass: Any, bind_and_activate: bool = True) -> None:
+        """Constructor.  May be extended (call it), do not replace it."""
+        super().__init__(server_address, RequestHandlerClass, bind_and_activate)
+        self._reply_queue = ReplyQueue(self)
+
+    def server_activate(self) -> None:
+        """Datagram sockets do not listen."""
+
+    def shutdown_request(self, request: Any) -> None:
+        """Nothing to shut down for a datagram: just ``close_request``."""
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        """The server socket is shared by every datagram: nothing to close.
+
+        For a framed handler's request, this is where its reply is sent.
+        """
+        if isinstance(request, MessageRequest):
+            request.close()
+        self._request_over(request)
+
+    def _take(self, request: Any, client_address: Any) -> None:
+        table, family = self.request_table, self.address_family
+        data = request[0] if isinstance(request, tuple) and len(request) == 2 else b""
+        if isinstance(data, Truncated):
+            table.count("truncated")
+            log.warning(
+                "%s: a datagram from %r was longer than max_packet_size (%d): dropped",
+                table.name, client_address, self.max_packet_size,
+            )  # fmt: skip
+            record = table.open(Kind.DATAGRAM, request, client_address, family, len(data))
+            table.transition(record, Event.REJECT, "truncated: longer than max_packet_size")
+            return
+        reply = None
+        if _is_framed(self.RequestHandlerClass):
+            request = MessageRequest(bytes(data), DatagramPeer(self.socket, client_address), self._send_output)
+        elif isinstance(request, tuple) and len(request) == 2 and request[1] is self.socket:
+            reply = DatagramReply(self.socket, self)
+            request = (data, reply)
+        record = table.open(Kind.DATAGRAM, request, client_address, family, len(data))
+        if reply is not None:
+            reply.record = record
+        self._lifecycle(request, client_address, record)
+
+    def _send_output(self, request: MessageRequest) -> None:
+        # A framed handler on a datagram server is done: its output is one datagram.
+        if request.output:
+            record = self.request_table.find(request)
+            self._reply_queue.send(record, b"".join(request.output), request.connection.client_address)
