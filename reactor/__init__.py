@@ -4,6 +4,10 @@
 module is here with the same meaning.  On top of them:
 
 * ``Reactor``: one event loop serving any number of servers of any family;
+* ``MessageHandler`` and the framers (``Line``, ``Terminator``,
+  ``LengthPrefixed``, ``Fixed``, ``Chunk``): handlers that see one whole
+  message while the reactor does the socket I/O, so no client can make a
+  server deaf;
 * ``RequestTable``, ``Record``, ``State``, ``Event``, ``Kind``: the explicit
   table of requests in flight that every server keeps (``server.request_table``);
 * the exceptions in ``reactor.errors``.
@@ -11,7 +15,8 @@ module is here with the same meaning.  On top of them:
 
 import logging as _logging
 
-from handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
+from handlers import BaseRequestHandler, DatagramRequestHandler, MessageHandler, StreamRequestHandler
+from handlers.framing import Chunk, Fixed, FrameBuffer, Framer, LengthPrefixed, Line, Terminator
 
 from .dispatch import (
     ForkingMixIn,
@@ -26,9 +31,11 @@ from .dispatch import (
     ThreadingUnixStreamServer,
 )
 from .errors import BrokenError, ClosedError, MessageTooLong, ProtocolError, ReactorError, TransitionError, UsageError
+from .connection import Connection
 from .loop import Handle, Reactor, TimerHandle
 from .datagram import UDPServer
-from .servers import BaseServer, TCPServer
+from .servers import BaseServer
+from .tcp import TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer
 from .table import Event, Kind, Record, RequestTable, State
 
@@ -62,6 +69,15 @@ SOCKETSERVER_NAMES = [
 ]
 
 __all__ = SOCKETSERVER_NAMES + [
+    "MessageHandler",
+    "Framer",
+    "Line",
+    "Terminator",
+    "LengthPrefixed",
+    "Fixed",
+    "Chunk",
+    "FrameBuffer",
+    "Connection",
     "Reactor",
     "Handle",
     "TimerHandle",

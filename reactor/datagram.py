@@ -26,7 +26,8 @@ from typing import Any
 
 from handlers.message import MessageRequest
 
-from .servers import TCPServer, _is_framed
+from .servers import _is_framed
+from .tcp import TCPServer
 from .table import Event, Kind, Record, State
 
 __all__ = ["UDPServer", "Truncated", "DatagramReply", "DatagramPeer", "ReplyQueue"]

@@ -26,7 +26,7 @@ from handlers.echo import DatagramEcho, StreamLineEcho
 
 from .loop import Reactor
 from .datagram import UDPServer
-from .servers import TCPServer
+from .tcp import TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer
 from .table import Event, Record, State
 

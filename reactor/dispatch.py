@@ -24,7 +24,8 @@ import threading
 from typing import Any
 
 from .datagram import UDPServer
-from .servers import BaseServer, TCPServer
+from .servers import BaseServer
+from .tcp import TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer
 from .table import Event
 

@@ -21,7 +21,7 @@ import stat
 from typing import Any
 
 from .datagram import UDPServer
-from .servers import TCPServer
+from .tcp import TCPServer
 
 __all__ = ["UnixStreamServer", "UnixDatagramServer"]
 
