@@ -41,7 +41,8 @@ from .errors import MessageTooLong, UsageError
 
 __all__ = ["Framer", "Line", "Terminator", "LengthPrefixed", "Fixed", "Chunk", "FrameBuffer", "DEFAULT_MAX_LENGTH"]
 
-Data = Union[bytes, bytearray, memoryview]
+#: What ``find`` is given: the buffered bytes (``FrameBuffer`` never passes a memoryview).
+Data = Union[bytes, bytearray]
 
 #: The limit framers use unless given another: 64 KiB, stated, not hidden.
 DEFAULT_MAX_LENGTH = 65536
@@ -214,12 +215,14 @@ def _checked_limit(max_length: int | None) -> int | None:
 class FrameBuffer:
     """The bytes received but not yet consumed, and the framer that cuts them.
 
-    ``feed(data)`` adds bytes; ``next()`` returns the next complete message
-    or None.  ``limit``, if given, bounds a message on top of the framer's
-    own ``max_length`` (the server's ``max_message_size``), so a custom
-    framer with no limit of its own is still bounded: a complete message
-    over ``limit`` raises, and so does a partial one once more than
-    ``limit + framer.overhead`` bytes are buffered.  After ``next()``
+    ``feed(data)`` adds bytes (bytes, bytearray or memoryview: what is not
+    ``bytes`` is copied); ``next()`` returns the next complete message or
+    None.  A message is bounded by the smaller of ``limit`` (the server's
+    ``max_message_size``) and the framer's own ``max_length``, checked here
+    so that a custom framer is bounded too: a complete message over it
+    raises, and so does a partial one once more than ``limit +
+    framer.overhead`` bytes are buffered.  (With ``Chunk`` this means a
+    read larger than the limit is an error, not split.)  After ``next()``
     raised ``MessageTooLong`` the buffer is of no further use: the stream
     has lost its framing, and the connection should be closed.
     """
@@ -228,7 +231,10 @@ class FrameBuffer:
 
     def __init__(self, framer: Framer, limit: int | None = None) -> None:
         self.framer = framer
-        self.limit = limit
+        # The framer's own max_length binds too, even for a custom framer
+        # whose find() does not check it.
+        own = framer.max_length
+        self.limit = own if limit is None else limit if own is None else min(limit, own)
         self._data: Data = b""
 
     def feed(self, data: Data) -> None:
