@@ -161,6 +161,9 @@ class Connection:
     def _pump_messages(self) -> None:
         table, record = self._table, self.record
         while record.state is _READING:
+            if self._close_asked:
+                self._begin_closing(Event.CLOSE, "close() asked for it")
+                return
             try:
                 message = self._frames.next()
             except MessageTooLong as exc:
@@ -169,13 +172,16 @@ class Connection:
             if message is None:
                 if self._eof:
                     self._begin_closing(Event.EOF, "the peer sent EOF")
-                elif self._close_asked:
-                    self._begin_closing(Event.CLOSE, "close() asked for it")
-                else:
-                    if not self._reading:
-                        self._want_read(True)
-                    if self._frames.buffered == 0:
-                        self._set_deadline(self.server.idle_timeout)
+                    return
+                if not self._reading:
+                    self._want_read(True)
+                if self._frames.buffered == 0:
+                    self._set_deadline(self.server.idle_timeout)
+                elif self._deadline is None:
+                    # A message began in an earlier read (pipelined after the
+                    # last one): its clock starts now, and is not restarted
+                    # by the bytes that trickle in after it.
+                    self._set_deadline(self.server.request_timeout)
                 return
             table.transition(record, Event.MESSAGE, f"{len(message)} B")
             self._dispatch(message)
