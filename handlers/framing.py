@@ -63,6 +63,11 @@ class Framer:
     #: on top of its ``limit`` before calling a partial message too long.
     overhead = 32
 
+    #: Whether bytes a handler left unread (a ``recv(n)`` shorter than the
+    #: message) go back to the front of the stream for the next handler:
+    #: only where a message has no boundary of its own (``Chunk``).
+    returns_unread = False
+
     def find(self, data: Data) -> tuple[bytes, int] | None:
         """Return ``(message, consumed)`` for the first message of ``data``, or None."""
         raise NotImplementedError(f"{type(self).__name__} must implement find(data)")
@@ -191,10 +196,13 @@ class Chunk(Framer):
     """Whatever has arrived is a message (up to ``max_length`` bytes of it).
 
     This is what a classic ``self.request.recv(1024)`` handler sees: the
-    bytes one read returned, with no notion of message boundaries.
+    bytes one read returned, with no notion of message boundaries.  What
+    the handler leaves unread goes back to the stream for the next one, and
+    a piece is cut to the buffer's limit rather than refused.
     """
 
     overhead = 0
+    returns_unread = True
 
     def __init__(self, max_length: int | None = DEFAULT_MAX_LENGTH) -> None:
         self.max_length = _checked_limit(max_length)
@@ -261,7 +269,9 @@ class FrameBuffer:
             return None
         message, consumed = found
         if limit is not None and len(message) > limit:
-            raise MessageTooLong(len(message), limit)
+            if not self.framer.returns_unread:
+                raise MessageTooLong(len(message), limit)
+            message, consumed = message[:limit], limit  # a raw stream is cut, not refused
         if consumed >= len(data):
             self._data = b""
         elif isinstance(data, bytearray):
@@ -274,6 +284,11 @@ class FrameBuffer:
         """The complete messages buffered now, consumed as they are yielded."""
         while (message := self.next()) is not None:
             yield message
+
+    def unread(self, data: Data) -> None:
+        """Put ``data`` back at the front, to be framed again first."""
+        if data:
+            self._data = bytearray(data) + self._data
 
     @property
     def buffered(self) -> int:

@@ -48,13 +48,14 @@ class MessageRequest:
     connection: ``connection.close()`` does.
     """
 
-    __slots__ = ("message", "connection", "output", "done", "_pos", "_on_done")
+    __slots__ = ("message", "connection", "output", "done", "failed", "_pos", "_on_done")
 
     def __init__(self, message: bytes, connection: Any, on_done: Callable[["MessageRequest"], None]) -> None:
         self.message = message
         self.connection = connection
         self.output: list[bytes] = []
         self.done = False
+        self.failed = False  # set when the handler raised (the connection then fails)
         self._pos = 0
         self._on_done = on_done
 
@@ -67,6 +68,10 @@ class MessageRequest:
             return self.message
         self._pos = min(len(self.message), start + bufsize)
         return self.message[start : self._pos]
+
+    def unread(self) -> bytes:
+        """What ``recv`` left unread, if the handler read with ``recv`` at all."""
+        return self.message[self._pos :] if 0 < self._pos < len(self.message) else b""
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         view = memoryview(buffer).cast("B")

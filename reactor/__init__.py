@@ -16,6 +16,7 @@ module is here with the same meaning.  On top of them:
 import logging as _logging
 
 from handlers import BaseRequestHandler, DatagramRequestHandler, MessageHandler, StreamRequestHandler
+from handlers.message import MessageRequest, MessageWriter
 from handlers.framing import Chunk, Fixed, FrameBuffer, Framer, LengthPrefixed, Line, Terminator
 
 from .dispatch import (
@@ -70,6 +71,8 @@ SOCKETSERVER_NAMES = [
 
 __all__ = SOCKETSERVER_NAMES + [
     "MessageHandler",
+    "MessageRequest",
+    "MessageWriter",
     "Framer",
     "Line",
     "Terminator",

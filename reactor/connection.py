@@ -23,9 +23,13 @@ Invariants:
 * A reset, a broken pipe or any other socket error closes this connection
   quietly (counted, logged at DEBUG); nobody else notices.
 * Deadlines cost nothing per message: a connection keeps one deadline
-  (``_deadline``) and at most one timer, which on firing checks whether the
-  deadline moved and re-arms itself instead of being cancelled and
-  re-created for every message.
+  (``_deadline``, and which bound it is) and at most one timer, which on
+  firing checks whether the deadline moved and re-arms itself instead of
+  being cancelled and re-created for every message.
+* A close we start (not the peer's EOF) is a lingering one: the write side
+  is shut down once the output is sent, and input is read and discarded
+  until the peer closes too, so unread input does not make the kernel
+  reset the connection and destroy a last reply in flight.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ log = logging.getLogger("reactor")
 
 READ_SIZE = 65536
 
+#: How long a lingering close waits for the peer's EOF before closing anyway.
+LINGER = 2.0
+
 _READING, _READY, _PROCESSING = State.READING, State.READY, State.PROCESSING
 _WRITING, _CLOSING = State.WRITING, State.CLOSING
 
@@ -62,7 +69,7 @@ class Connection:
     __slots__ = (
         "server", "sock", "client_address", "record", "data", "messages",
         "_reactor", "_table", "_frames", "_out", "_writing", "_reading",
-        "_close_asked", "_eof", "_deadline", "_timer", "_current", "_pumping",
+        "_close_asked", "_eof", "_deadline", "_bound", "_timer", "_current", "_pumping", "_linger",
     )  # fmt: skip
 
     def __init__(self, server: Any, sock: socket.socket, client_address: Any, record: Record, reactor: Any) -> None:
@@ -81,6 +88,8 @@ class Connection:
         self._close_asked = False
         self._eof = False
         self._deadline: float | None = None
+        self._bound = ""  # which bound the deadline is: idle_timeout, request_timeout, ...
+        self._linger = False
         self._timer: Any = None
         self._current: MessageRequest | None = None
         self._pumping = False
@@ -121,7 +130,7 @@ class Connection:
         self.sock.setblocking(False)
         self._table.transition(self.record, Event.START, "framed: the reactor reads")
         self._want_read(True)
-        self._set_deadline(self.server.idle_timeout)
+        self._set_deadline("idle_timeout")
 
     # ------------------------------------------------------------------ input
 
@@ -133,19 +142,24 @@ class Connection:
         except OSError as exc:
             self._broken(exc)
             return
+        state = self.record.state
+        if state is _CLOSING:  # lingering: what the peer still sends is dropped
+            if not data:
+                self._finish_close()
+            return
         if not data:
             self._eof = True
             self._want_read(False)
-            if self.record.state is _READING:
+            if state is _READING:
                 self._pump()
             return
         self.record.bytes_in += len(data)
         frames = self._frames
         new_message = frames.buffered == 0
         frames.feed(data)
-        if self.record.state is _READING:
-            if new_message and self.server.request_timeout is not None:
-                self._set_deadline(self.server.request_timeout)
+        if state is _READING:
+            if new_message:
+                self._set_deadline("request_timeout")
             self._pump()
         elif frames.buffered > READ_SIZE + (self.server.max_message_size or READ_SIZE):
             self._want_read(False)  # enough read ahead: let the kernel hold the rest
@@ -166,8 +180,12 @@ class Connection:
                 return
             try:
                 message = self._frames.next()
-            except MessageTooLong as exc:
+            except ProtocolError as exc:
                 self._protocol_error(exc)
+                return
+            except Exception:
+                log.exception("%s: %r: the framer failed", self._table.name, self.client_address)
+                self._fail("the framer raised")
                 return
             if message is None:
                 if self._eof:
@@ -176,12 +194,12 @@ class Connection:
                 if not self._reading:
                     self._want_read(True)
                 if self._frames.buffered == 0:
-                    self._set_deadline(self.server.idle_timeout)
-                elif self._deadline is None:
+                    self._set_deadline("idle_timeout")
+                elif self._bound != "request_timeout":
                     # A message began in an earlier read (pipelined after the
                     # last one): its clock starts now, and is not restarted
                     # by the bytes that trickle in after it.
-                    self._set_deadline(self.server.request_timeout)
+                    self._set_deadline("request_timeout")
                 return
             table.transition(record, Event.MESSAGE, f"{len(message)} B")
             self._dispatch(message)
@@ -195,10 +213,10 @@ class Connection:
         try:
             server.process_request(request, self.client_address)
         except Exception:
-            self._failed(request, "exception in the lifecycle")
+            self._fail("exception in the lifecycle")
             server.handle_error(request, self.client_address)
         except BaseException:
-            self._failed(request, "KeyboardInterrupt/SystemExit")
+            self._fail("KeyboardInterrupt/SystemExit")
             raise
 
     def _request_done(self, request: MessageRequest) -> None:
@@ -212,7 +230,13 @@ class Connection:
         if request is not self._current or self.record.state is not _PROCESSING:
             return  # the connection was closed (or failed) meanwhile
         self._current = None
+        if request.failed:  # the handler raised where it ran (a worker): as inline, the connection fails
+            self._fail("exception in the handler")
+            return
         self.messages += 1
+        unread = request.unread()
+        if unread and self._frames.framer.returns_unread:
+            self._frames.unread(unread)  # a Chunk handler that recv()'d less than it got
         if request.output:
             self._out += b"".join(request.output) if len(request.output) > 1 else request.output[0]
             self._flush()
@@ -223,7 +247,7 @@ class Connection:
             log.debug("%r: %d bytes queued, over the high-water mark: not reading", self, len(self._out))
             self._table.transition(self.record, Event.BACKLOG, f"{len(self._out)} B queued")
             self._want_read(False)
-            self._set_deadline(self.server.idle_timeout)
+            self._set_deadline("write_timeout")
             return
         self._table.transition(self.record, Event.REPLY, f"{len(self._out)} B still queued" if self._out else "")
         # Inline dispatch lands here inside _pump's loop, which goes on by
@@ -257,22 +281,39 @@ class Connection:
         self._flush()
         state = self.record.state
         if state is _WRITING:
-            self._set_deadline(self.server.idle_timeout)  # progress: the peer is reading
+            self._set_deadline("write_timeout")  # progress: the peer is reading
             if len(self._out) <= self.server.output_low_water:
                 self._table.transition(self.record, Event.DRAINED, f"{len(self._out)} B queued")
                 self._pump()
         elif state is _CLOSING and not self._out:
-            self._finish_close()
+            self._output_sent()
 
     # ---------------------------------------------------------------- closing
 
     def _begin_closing(self, event: Event, reason: str) -> None:
+        """Enter CLOSING: send what is queued, then close (lingering unless the peer sent EOF)."""
         self._table.transition(self.record, event, reason)
         self._want_read(False)
+        self._linger = not self._eof
         if self._out:
-            self._set_deadline(self.server.idle_timeout)
+            self._set_deadline("write_timeout")
         else:
+            self._output_sent()
+
+    def _output_sent(self) -> None:
+        if not self._linger:
             self._finish_close()
+            return
+        # Shut our side, then wait (briefly) for the peer's EOF, reading and
+        # dropping whatever it still sends: closing with unread input would
+        # make the kernel send a reset, which can destroy our last reply.
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._finish_close()
+            return
+        self._set_deadline("linger")
+        self._want_read(True)
 
     def _finish_close(self) -> None:
         self._table.transition(self.record, Event.FINISH, f"{self.messages} message(s)")
@@ -290,7 +331,7 @@ class Connection:
         log.debug("%r: %s; closing it", self, exc)
         self.abort(f"{type(exc).__name__}: {exc.strerror or exc}")
 
-    def _failed(self, request: MessageRequest, reason: str) -> None:
+    def _fail(self, reason: str) -> None:
         if self.record.state not in (State.CLOSED, State.FAILED):
             self._table.transition(self.record, Event.ERROR, reason)
             self._release()
@@ -298,19 +339,24 @@ class Connection:
     def _protocol_error(self, exc: ProtocolError) -> None:
         self._table.count("too_long" if isinstance(exc, MessageTooLong) else "protocol_errors")
         log.warning("%s: %r: %s; closing the connection", self._table.name, self.client_address, exc)
-        reply = self.server.protocol_error_reply(exc, self)
+        try:
+            reply = self.server.protocol_error_reply(exc, self)
+        except Exception:
+            log.exception("%s: protocol_error_reply() failed; closing without a reply", self._table.name)
+            reply = None
         self._frames.clear()
         self._table.transition(self.record, Event.PROTOCOL, str(exc))
         self._want_read(False)
+        self._linger = True
         if reply:
             self._out += reply
             self._flush()
             if self.record.state is not _CLOSING:
                 return  # the write failed and closed us
         if self._out:
-            self._set_deadline(self.server.idle_timeout)
+            self._set_deadline("write_timeout")
         else:
-            self._finish_close()
+            self._output_sent()
 
     def _release(self) -> None:
         """Forget the socket: unwatch it, cancel its timer, close it, tell the server."""
@@ -339,13 +385,17 @@ class Connection:
             self._reactor.remove_reader(self.sock)
             self._reading = False
 
-    def _set_deadline(self, seconds: float | None) -> None:
+    def _set_deadline(self, bound: str | None) -> None:
+        """Arm the deadline of ``bound`` (a server attribute name, or "linger"); None disarms."""
+        seconds = None if bound is None else LINGER if bound == "linger" else getattr(self.server, bound)
         if seconds is None:
             self._deadline = None
+            self._bound = ""
             return
         reactor = self._reactor
         when = reactor.time() + seconds
         self._deadline = when
+        self._bound = bound
         if self._timer is None or self._timer.when > when:
             if self._timer is not None:
                 self._timer.cancel()
@@ -359,15 +409,15 @@ class Connection:
         if self._reactor.time() < deadline:
             self._timer = self._reactor.call_at(deadline, self._on_deadline)  # it moved: wait more
             return
-        self._deadline = None
+        bound, self._deadline, self._bound = self._bound, None, ""
         state = self.record.state
-        if state is _READING:
-            started = self._frames.buffered > 0
-            name = "request_timeout" if started else "idle_timeout"
-            self._table.count(name)
-            log.info("%s: %r: %s passed; closing the connection", self._table.name, self.client_address, name)
+        if bound == "linger":
+            self._finish_close()  # the peer never closed its side: close anyway
+        elif state is _READING:
+            self._table.count(bound)
+            log.info("%s: %r: %s passed; closing the connection", self._table.name, self.client_address, bound)
             self._frames.clear()
-            self._begin_closing(Event.CLOSE, name)
+            self._begin_closing(Event.CLOSE, bound)
         elif state is _WRITING or state is _CLOSING:
             self._table.count("write_timeout")
             log.info("%s: %r: the peer stopped reading; dropping the connection", self._table.name, self.client_address)

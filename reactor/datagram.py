@@ -73,6 +73,9 @@ class DatagramReply:
         self.record: Record | None = None
 
     def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
+        """Send (or queue) one reply; returns its length, as UDP's sendto does
+        for a datagram it accepted (a queued or dropped reply is counted in
+        the table's counters instead)."""
         if address is None:
             address = flags_or_address
         payload = bytes(data)
@@ -146,7 +149,9 @@ class ReplyQueue:
                     record.bytes_out += sent
                 return
         if reactor is None:
-            return  # nothing would ever send it: the server is not served
+            self.server.request_table.count("replies_dropped")
+            log.warning("%s: socket full and no reactor to wait for it: dropped a reply", self.server.request_table.name)
+            return
         if reactor.in_loop_thread():
             self._enqueue(record, data, address)
         else:
@@ -166,7 +171,7 @@ class ReplyQueue:
             table.transition(record, Event.QUEUE, f"socket full; {len(self._queue)} ahead")
         self._queue.append((data, address, record))
         if not self._watching:
-            self.server.reactor.add_writer(self.server.socket, self._flush)
+            self.server.reactor.add_writer(self.server, self._flush)  # as registered for reading
             self._watching = True
 
     def _flush(self) -> None:
@@ -186,7 +191,7 @@ class ReplyQueue:
                 record.bytes_out += sent
                 if record.state is State.SENDING:
                     table.transition(record, Event.SENT, f"{sent} B")
-        self.server.reactor.remove_writer(self.server.socket)
+        self.server.reactor.remove_writer(self.server)
         self._watching = False
 
     def _failed(self, record: Record | None, exc: OSError) -> None:
@@ -205,7 +210,7 @@ class ReplyQueue:
             if record is not None and record.state is State.SENDING:
                 table.transition(record, Event.DROP, "server closing")
         if self._watching and self.server.reactor is not None:
-            self.server.reactor.remove_writer(self.server.socket)
+            self.server.reactor.remove_writer(self.server)
         self._watching = False
 
     def __len__(self) -> int:
@@ -280,6 +285,6 @@ class UDPServer(TCPServer):
 
     def _send_output(self, request: MessageRequest) -> None:
         # A framed handler on a datagram server is done: its output is one datagram.
-        if request.output:
+        if request.output and not request.failed:
             record = self.request_table.find(request)
             self._reply_queue.send(record, b"".join(request.output), request.connection.client_address)

@@ -23,11 +23,13 @@ import select
 import threading
 from typing import Any
 
+from handlers.message import MessageRequest
+
 from .datagram import UDPServer
 from .servers import BaseServer
+from .table import Event
 from .tcp import TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer
-from .table import Event
 
 __all__ = [
     "ThreadingMixIn",
@@ -64,13 +66,19 @@ def _run_request(server: Any, request: Any, client_address: Any) -> None:
     try:
         server.finish_request(request, client_address)
     except Exception:
-        server.request_table.finish(request, Event.ERROR, "exception in the handler")
+        _mark_failed(server, request, "exception in the handler")
         server.handle_error(request, client_address)
     except BaseException:
-        server.request_table.finish(request, Event.ERROR, "KeyboardInterrupt/SystemExit")
+        _mark_failed(server, request, "KeyboardInterrupt/SystemExit")
         raise
     finally:
         server.shutdown_request(request)
+
+
+def _mark_failed(server: Any, request: Any, reason: str) -> None:
+    if isinstance(request, MessageRequest):
+        request.failed = True  # no reply is sent; a stream connection fails when it hears
+    server.request_table.finish(request, Event.ERROR, reason)
 
 
 class _ThreadList:

@@ -48,6 +48,14 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 
 
+def _closed(fileobj: Any) -> bool:
+    """True if ``fileobj`` no longer has a descriptor (it was closed)."""
+    try:
+        return (fileobj if isinstance(fileobj, int) else fileobj.fileno()) < 0
+    except (OSError, ValueError):
+        return True
+
+
 class Handle:
     """A callback scheduled on a reactor; ``cancel()`` stops it from running."""
 
@@ -166,11 +174,13 @@ class Reactor:
             key = self._selector.get_key(fileobj)
         except KeyError:
             key = None
-        if key is not None and key.fileobj is not fileobj:
+        if key is not None and key.fileobj is not fileobj and _closed(key.fileobj):
             # The descriptor number was reused: the object registered under it
             # was closed without being removed, and the kernel has already
             # dropped it from epoll.  Forget it and register the new one afresh
             # (a modify() with an unchanged mask would be a no-op for epoll).
+            # (Two live objects with one descriptor, a server and its socket,
+            # share the registration instead.)
             for old in key.data:
                 if old is not None:
                     old.cancelled = True

@@ -42,7 +42,7 @@ import time
 import traceback
 from typing import Any
 
-from handlers.message import MessageHandler
+from handlers.message import MessageHandler, MessageRequest
 
 from .accepting import AcceptGate
 from .connection import Connection
@@ -83,6 +83,8 @@ class BaseServer:
     idle_timeout: float | None = None
     #: Seconds a started message has to arrive completely (the slowloris defence).
     request_timeout: float | None = 60.0
+    #: Seconds queued output may wait with no progress (a peer that stopped reading).
+    write_timeout: float | None = 60.0
     #: Datagram replies that may wait for a full socket before more are dropped.
     max_queued_replies = 64
 
@@ -150,7 +152,12 @@ class BaseServer:
         self.close_request(request)
 
     def close_request(self, request: Any) -> None:
-        """Release what one request holds.  Records its end in the table."""
+        """Release what one request holds.  Records its end in the table.
+
+        A framed handler's request is marked handled here, which sends its reply.
+        """
+        if isinstance(request, MessageRequest):
+            request.close()
         self._request_over(request)
 
     def protocol_error_reply(self, error: Exception, connection: Any) -> bytes | None:

@@ -197,7 +197,7 @@ class RequestTable:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._observers: list[Callable[[Record, State, Event, State, str], None]] = []
-        self.totals = {"opened": 0, "finished": 0, "rejected": 0, "failed": 0}
+        self.totals = {"opened": 0, "finished": 0, "rejected": 0, "aborted": 0, "failed": 0}
         #: How often each bound or trouble was met, by name (see ``count``).
         self.counters: dict[str, int] = {}
 
@@ -273,6 +273,8 @@ class RequestTable:
             self.totals["failed"] += 1
         elif event is Event.REJECT:
             self.totals["rejected"] += 1
+        elif event is Event.ABORT:
+            self.totals["aborted"] += 1
         else:
             self.totals["finished"] += 1
 

@@ -175,7 +175,7 @@ def test_final_state_leaves_the_table(kind: Kind, path: list[Event], final: Stat
     assert record.state is final
     assert len(table) == 1 and table.snapshot() == [other] and list(table) == [other]
     assert table.find(request) is None and table.find(other_request) is other
-    expected = {"opened": 2, "finished": 0, "rejected": 0, "failed": 0}
+    expected = {"opened": 2, "finished": 0, "rejected": 0, "aborted": 0, "failed": 0}
     expected[total] += 1
     assert table.totals == expected
 
@@ -210,7 +210,7 @@ def test_finish_with_error_fails_the_record(kind: Kind) -> None:
     record = open_record(table, kind, request)
     assert table.finish(request, E.ERROR, "handler raised") is record
     assert record.state is S.FAILED and len(table) == 0
-    assert table.totals == {"opened": 1, "finished": 0, "rejected": 0, "failed": 1}
+    assert table.totals == {"opened": 1, "finished": 0, "rejected": 0, "aborted": 0, "failed": 1}
 
 
 def test_counts_statistics_and_describe() -> None:
@@ -230,7 +230,7 @@ def test_counts_statistics_and_describe() -> None:
     assert table.statistics() == {
         "live": 3,
         "states": {"ACCEPTED": 1, "PROCESSING": 1, "RECEIVED": 1},
-        "opened": 4, "finished": 0, "rejected": 1, "failed": 0,
+        "opened": 4, "finished": 0, "rejected": 1, "aborted": 0, "failed": 0,
         "counters": {"too_long": 2},
     }  # fmt: skip
     rows = table.describe()
@@ -361,7 +361,7 @@ def test_concurrent_open_and_finish() -> None:
     per_ending = [sum(1 for i in range(per_thread) if i % 3 == k) * threads for k in range(3)]
     assert len(table) == 0 and table.snapshot() == [] and table.counts() == {}
     assert table.totals == {
-        "opened": total, "finished": per_ending[0], "rejected": per_ending[1], "failed": per_ending[2],
+        "opened": total, "finished": per_ending[0], "rejected": per_ending[1], "aborted": 0, "failed": per_ending[2],
     }  # fmt: skip
     assert sorted(i for chunk in ids for i in chunk) == list(range(1, total + 1))
     assert len(observed) == total + sum(len(e) * c for e, c in zip(endings, per_ending))
