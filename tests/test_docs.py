@@ -7,13 +7,15 @@ import re
 
 from reactor.table import TRANSITIONS, Event, Kind, State
 
-DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "request-table.md"
+DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
+DOC = DOCS / "request-table.md"
+HANDLERS_DOC = DOCS / "handlers.md"
 
 
-def documented_matrices() -> list[dict[tuple[State, Event], State]]:
+def documented_matrices(path: pathlib.Path = DOC) -> list[dict[tuple[State, Event], State]]:
     """Each "state \\ event" table of the page, in page order, as a transition dict."""
     matrices = []
-    lines = DOC.read_text().splitlines()
+    lines = path.read_text().splitlines()
     for i, line in enumerate(lines):
         if not line.startswith("| state \\ event |"):
             continue
@@ -32,7 +34,15 @@ def documented_matrices() -> list[dict[tuple[State, Event], State]]:
 
 
 def test_transition_tables_in_the_docs_match_the_code():
-    assert documented_matrices() == [TRANSITIONS[Kind.STREAM], TRANSITIONS[Kind.DATAGRAM]]
+    assert documented_matrices() == [
+        TRANSITIONS[Kind.STREAM],
+        TRANSITIONS[Kind.CONNECTION],
+        TRANSITIONS[Kind.DATAGRAM],
+    ]
+
+
+def test_the_framed_connection_table_in_the_handlers_page_matches_the_code():
+    assert documented_matrices(HANDLERS_DOC) == [TRANSITIONS[Kind.CONNECTION]]
 
 
 def test_the_listing_in_the_docs_matches_the_code():
