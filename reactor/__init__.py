@@ -19,7 +19,8 @@ from handlers import BaseRequestHandler, DatagramRequestHandler, MessageHandler,
 from handlers.message import MessageRequest, MessageWriter
 from handlers.framing import Chunk, Fixed, FrameBuffer, Framer, LengthPrefixed, Line, Terminator
 
-from .dispatch import (
+from .dispatch import Fork, Inline, Strategy, ThreadPool
+from .mixins import (
     ForkingMixIn,
     ForkingTCPServer,
     ForkingUDPServer,
@@ -70,6 +71,10 @@ SOCKETSERVER_NAMES = [
 ]
 
 __all__ = SOCKETSERVER_NAMES + [
+    "Strategy",
+    "Inline",
+    "ThreadPool",
+    "Fork",
     "MessageHandler",
     "MessageRequest",
     "MessageWriter",

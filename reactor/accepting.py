@@ -25,6 +25,8 @@ import logging
 import os
 from typing import Any
 
+from .table import Kind
+
 __all__ = ["AcceptGate"]
 
 log = logging.getLogger("reactor")
@@ -56,6 +58,8 @@ class AcceptGate:
     def check_limit(self) -> None:
         """After a connection was opened: pause if the table is full."""
         limit = self.server.max_connections
+        if self.server._record_kind is not Kind.STREAM:
+            return  # datagrams are not connections
         if limit is not None and self.paused is None and len(self.server.request_table) >= limit:
             self.server.request_table.count("accept_paused")
             log.info("%s: %d connections, the limit: accepting paused", self.server.request_table.name, limit)
@@ -74,6 +78,20 @@ class AcceptGate:
         limit = self.server.max_connections
         if self.paused == "max_connections" and (limit is None or len(self.server.request_table) < limit):
             log.info("%s: below the connection limit: accepting again", self.server.request_table.name)
+            self._resume()
+
+    # -- a full dispatch strategy
+
+    def pause_busy(self) -> None:
+        """Every worker is busy and the queue is full: stop taking input until room frees."""
+        if self.paused is None:
+            self.server.request_table.count("dispatch_full")
+            log.info("%s: every worker busy and the queue full: not taking requests", self.server.request_table.name)
+            self._pause("busy")
+
+    def resume(self) -> None:
+        """Put the listener back (room freed)."""
+        if self.paused is not None:
             self._resume()
 
     # -- accept errors

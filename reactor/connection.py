@@ -202,6 +202,10 @@ class Connection:
                     self._set_deadline("request_timeout")
                 return
             table.transition(record, Event.MESSAGE, f"{len(message)} B")
+            dispatch = self.server.dispatch
+            if not dispatch.inline and not dispatch.has_room():
+                self.server._wait_for_room(self, message)  # READY until a worker is free
+                return
             self._dispatch(message)
 
     def _dispatch(self, message: bytes) -> None:

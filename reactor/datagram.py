@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import select
 import socket
+import time
 from collections import deque
 from typing import Any
 
@@ -35,6 +37,9 @@ __all__ = ["UDPServer", "Truncated", "DatagramReply", "DatagramPeer", "ReplyQueu
 log = logging.getLogger("reactor")
 
 _FULL = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR})
+
+#: Seconds a reply sent without a loop (in a forked child) may wait for room.
+SEND_WAIT = 5.0
 
 
 class Truncated(bytes):
@@ -149,13 +154,34 @@ class ReplyQueue:
                     record.bytes_out += sent
                 return
         if reactor is None:
-            self.server.request_table.count("replies_dropped")
-            log.warning("%s: socket full and no reactor to wait for it: dropped a reply", self.server.request_table.name)
+            self._send_waiting(record, data, address)  # a child, or handle_request(): no loop to queue on
             return
         if reactor.in_loop_thread():
             self._enqueue(record, data, address)
         else:
             reactor.call_soon_threadsafe(self._enqueue, record, data, address)
+
+    def _send_waiting(self, record: Record | None, data: bytes, address: Any) -> None:
+        # Without a loop, wait (a bounded time) for the socket to take it.
+        sock = self.server.socket
+        deadline = time.monotonic() + SEND_WAIT
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.server.request_table.count("replies_dropped")
+                log.warning("%s: socket full for %ss: dropped a reply", self.server.request_table.name, SEND_WAIT)
+                return
+            select.select([], [sock], [], left)
+            try:
+                sent = sock.sendto(data, address)
+            except OSError as exc:
+                if exc.errno in _FULL:
+                    continue
+                self._failed(record, exc)
+                return
+            if record is not None:
+                record.bytes_out += sent
+            return
 
     def _enqueue(self, record: Record | None, data: bytes, address: Any) -> None:
         table = self.server.request_table
@@ -239,9 +265,11 @@ class UDPServer(TCPServer):
         data, client_address = receive(self.socket, self.max_packet_size)
         return (data, self.socket), client_address
 
-    def __init__(self, server_address: Any, RequestHandlerClass: Any, bind_and_activate: bool = True) -> None:
+    def __init__(
+        self, server_address: Any, RequestHandlerClass: Any, bind_and_activate: bool = True, *, dispatch: Any = None
+    ) -> None:
         """Constructor.  May be extended (call it), do not replace it."""
-        super().__init__(server_address, RequestHandlerClass, bind_and_activate)
+        super().__init__(server_address, RequestHandlerClass, bind_and_activate, dispatch=dispatch)
         self._reply_queue = ReplyQueue(self)
 
     def server_activate(self) -> None:

@@ -40,15 +40,17 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from typing import Any
 
 from handlers.message import MessageHandler, MessageRequest
 
 from .accepting import AcceptGate
 from .connection import Connection
+from .dispatch import Inline, Strategy
 from .errors import UsageError
 from .loop import Reactor
-from .table import FINAL_STATES, Event, Kind, Record, RequestTable, family_name
+from .table import FINAL_STATES, Event, Kind, Record, RequestTable, State, family_name
 
 __all__ = ["BaseServer"]
 
@@ -69,6 +71,14 @@ class BaseServer:
     """
 
     timeout: float | None = None
+
+    #: Where handlers run: ``Inline()`` (here, in the loop), ``ThreadPool(n)``
+    #: or ``Fork(n)``; set it on the class or pass ``dispatch=`` to the constructor.
+    dispatch: Strategy = Inline()
+    #: ``server_close()`` waits for running requests (threads, children) to end ...
+    block_on_close = True
+    #: ... for at most this many seconds (None: as long as they take).
+    drain_timeout: float | None = None
 
     # Bounds (see docs/handlers.md); each hit is counted in request_table.counters.
     #: Live connections at which accepting pauses (None: no limit).
@@ -91,8 +101,12 @@ class BaseServer:
     #: What a request of this server is in the table.
     _record_kind = Kind.STREAM
 
-    def __init__(self, server_address: Any, RequestHandlerClass: Any) -> None:
+    def __init__(self, server_address: Any, RequestHandlerClass: Any, *, dispatch: Strategy | None = None) -> None:
         """Constructor.  May be extended (call it), do not replace it."""
+        if dispatch is not None:
+            if not isinstance(dispatch, Strategy):
+                raise UsageError(f"dispatch must be Inline(), ThreadPool(n) or Fork(n), not {dispatch!r}")
+            self.dispatch = dispatch
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         self.request_table = RequestTable()
@@ -108,6 +122,7 @@ class BaseServer:
         self._gate: AcceptGate | None = None
         self._connections: set[Connection] = set()
         self._reply_queue: Any = None  # datagram servers send replies through one
+        self._waiting: Any = deque()  # framed connections with a message READY, waiting for room
 
     # ----------------------------------------------------- overridable hooks
 
@@ -115,8 +130,10 @@ class BaseServer:
         """Called by the constructor to activate the server.  Nothing here."""
 
     def server_close(self) -> None:
-        """Clean up the server.  Stops serving it if a reactor still does."""
+        """Clean up the server: stop serving it, then let the strategy's running
+        requests end (``block_on_close``, at most ``drain_timeout`` seconds)."""
         self._leave_reactor()
+        self.dispatch.close(wait=self.block_on_close, timeout=self.drain_timeout)
 
     def service_actions(self) -> None:
         """Called once per loop iteration while the server is served.
@@ -134,13 +151,12 @@ class BaseServer:
         return True
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Run ``finish_request`` then ``shutdown_request``, right here.
+        """Have the dispatch strategy run ``finish_request`` then ``shutdown_request``.
 
-        The threading and forking classes replace this to run the request
-        elsewhere.
+        ``Inline`` does it right here, as the stdlib; a ``ThreadPool`` or
+        ``Fork`` does it on a worker or in a child and returns at once.
         """
-        self.finish_request(request, client_address)
-        self.shutdown_request(request)
+        self.dispatch.submit(self, request, client_address)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Handle the request by instantiating ``RequestHandlerClass``."""
@@ -315,7 +331,10 @@ class BaseServer:
             if start is not None:
                 start(request, client_address, record)
                 return
-            table.transition(record, Event.DISPATCH, "process_request()")
+            if self.dispatch.has_room():
+                table.transition(record, Event.DISPATCH, "process_request()")
+            else:
+                table.transition(record, Event.WAIT, "every worker is busy")
             self.process_request(request, client_address)
         except Exception:
             table.finish(request, Event.ERROR, "exception in the lifecycle")
@@ -354,6 +373,51 @@ class BaseServer:
         if self._gate is not None and self._gate.paused:
             self._gate.connection_ended()
 
+    def _wait_for_room(self, connection: Connection, message: bytes) -> None:
+        """A framed message is READY but every worker is busy: it waits its turn here."""
+        self._waiting.append((connection, message))
+
+    def _room_freed(self) -> None:
+        # Called by the strategy (on any thread) when a request ended.
+        reactor = self._reactor
+        if reactor is None or not (self._waiting or (self._gate is not None and self._gate.paused == "busy")):
+            return
+        if reactor.in_loop_thread():
+            self._use_room()
+        else:
+            reactor.call_soon_threadsafe(self._use_room)
+
+    def _use_room(self) -> None:
+        dispatch = self.dispatch
+        while self._waiting and dispatch.has_room():
+            connection, message = self._waiting.popleft()
+            if connection.record.state is State.READY:
+                connection._dispatch(message)
+        gate = self._gate
+        if gate is not None and gate.paused == "busy" and not dispatch.saturated():
+            gate.resume()
+
+    # ------------------------------------------------------ forked children
+
+    def _in_child(self) -> None:
+        """In a child forked to run one request: leave the parent's loop alone.
+
+        The child never runs the loop; it keeps the socket only if it
+        replies through it (datagram servers).  It must not change the
+        socket's blocking mode: that flag is shared with the parent.
+        """
+        self._reactor = None
+        self._gate = None
+        sock = getattr(self, "socket", None)
+        if sock is not None and self._record_kind is not Kind.DATAGRAM:
+            sock.close()
+
+    def _child_started(self, pid: int) -> None:
+        """A child was forked for a request (``ForkingMixIn`` tracks ``active_children``)."""
+
+    def _child_ended(self, pid: int) -> None:
+        """A child of ours was reaped."""
+
     @property
     def connections(self) -> tuple:
         """The framed connections open now (the reactor owns their sockets)."""
@@ -379,8 +443,9 @@ class BaseServer:
         self.request_table.name = self._label()
         reactor.add_reader(self, self._on_readable)
         self._reactor = reactor
-        if self._record_kind is Kind.STREAM and sock is not None:
+        if sock is not None:
             self._gate = AcceptGate(self, reactor)
+        self.dispatch.on_room(self._room_freed)
         if not self._owns_reactor:
             # serve_forever() consumed an earlier shutdown() before getting
             # here; for a shared reactor, being added means "serve now".
@@ -402,6 +467,8 @@ class BaseServer:
         if self._gate is not None:
             self._gate.close()
             self._gate = None
+        self.dispatch.forget(self._room_freed)
+        self._waiting.clear()
         if self._service_timer is not None:
             self._service_timer.cancel()
             self._service_timer = None
@@ -418,10 +485,14 @@ class BaseServer:
         self._service_timer = reactor.call_later(poll_interval, self._service_tick, reactor, poll_interval)
 
     def _on_readable(self) -> None:
-        gate = self._gate
+        gate, dispatch = self._gate, self.dispatch
         for _ in range(ACCEPTS_PER_WAKEUP):
             if self._shutdown_requested or self._reactor is None or (gate is not None and gate.paused):
                 return  # checked before every accept (python/cpython#79184)
+            if not dispatch.inline and dispatch.saturated():
+                if gate is not None:
+                    gate.pause_busy()
+                return
             if not self._handle_request_noblock():
                 return
 

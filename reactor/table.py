@@ -49,6 +49,7 @@ class Kind(enum.Enum):
     STREAM = "stream"  # a connection whose socket a classic handler owns
     CONNECTION = "connection"  # a connection whose socket the reactor owns (framed handler)
     DATAGRAM = "datagram"  # one received datagram
+    CHILD = "child"  # a forked child running a request (its peer is the pid)
 
 
 class State(enum.Enum):
@@ -82,6 +83,7 @@ class Event(enum.Enum):
     QUEUE = "queue"  # datagram: the reply could not be sent yet and waits in a queue
     SENT = "sent"  # datagram: the queued reply went out
     DROP = "drop"  # datagram: the reply was dropped (the queue was full, or the server closed)
+    WAIT = "wait"  # every worker is busy: the request waits in the strategy's queue
 
 
 S, E = State, Event
@@ -91,6 +93,9 @@ _CONNECTION_LIVE = (S.ACCEPTED, S.READING, S.READY, S.PROCESSING, S.WRITING, S.C
 #: The whole state machine: kind -> {(state, event): next state}.
 TRANSITIONS: dict[Kind, dict[tuple[State, Event], State]] = {
     Kind.STREAM: {
+        (S.ACCEPTED, E.WAIT): S.READY,
+        (S.READY, E.DISPATCH): S.PROCESSING,
+        (S.READY, E.ERROR): S.FAILED,
         (S.ACCEPTED, E.DISPATCH): S.PROCESSING,
         (S.ACCEPTED, E.REJECT): S.CLOSED,
         (S.ACCEPTED, E.ERROR): S.FAILED,
@@ -116,6 +121,9 @@ TRANSITIONS: dict[Kind, dict[tuple[State, Event], State]] = {
         **{(state, E.ERROR): S.FAILED for state in _CONNECTION_LIVE},
     },
     Kind.DATAGRAM: {
+        (S.RECEIVED, E.WAIT): S.READY,
+        (S.READY, E.DISPATCH): S.PROCESSING,
+        (S.READY, E.ERROR): S.FAILED,
         (S.RECEIVED, E.DISPATCH): S.PROCESSING,
         (S.RECEIVED, E.REJECT): S.DONE,
         (S.RECEIVED, E.ERROR): S.FAILED,
@@ -127,10 +135,19 @@ TRANSITIONS: dict[Kind, dict[tuple[State, Event], State]] = {
         (S.SENDING, E.DROP): S.FAILED,
         (S.SENDING, E.ERROR): S.FAILED,
     },
+    Kind.CHILD: {
+        (S.PROCESSING, E.FINISH): S.DONE,
+        (S.PROCESSING, E.ERROR): S.FAILED,
+    },
 }
 
 #: Where each kind of record starts.
-INITIAL_STATE = {Kind.STREAM: S.ACCEPTED, Kind.CONNECTION: S.ACCEPTED, Kind.DATAGRAM: S.RECEIVED}
+INITIAL_STATE = {
+    Kind.STREAM: S.ACCEPTED,
+    Kind.CONNECTION: S.ACCEPTED,
+    Kind.DATAGRAM: S.RECEIVED,
+    Kind.CHILD: S.PROCESSING,
+}
 
 #: States a record never leaves; reaching one removes it from the table.
 FINAL_STATES = frozenset({S.CLOSED, S.DONE, S.FAILED})
@@ -144,6 +161,8 @@ _FAMILY_NAMES = {
 
 def family_name(family: int, kind: Kind) -> str:
     """A short label for a socket family and record kind: tcp4, udp6, unix, unix-dgram."""
+    if kind is Kind.CHILD:
+        return "child"
     name = _FAMILY_NAMES.get(family, str(family))
     if kind is Kind.DATAGRAM:
         name = "udp" + name[3:] if name.startswith("tcp") else name + "-dgram"

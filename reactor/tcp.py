@@ -36,9 +36,15 @@ class TCPServer(BaseServer):
     allow_reuse_address = False
     allow_reuse_port = False
 
-    def __init__(self, server_address: Any, RequestHandlerClass: Any, bind_and_activate: bool = True) -> None:
-        """Constructor.  May be extended (call it), do not replace it."""
-        BaseServer.__init__(self, server_address, RequestHandlerClass)
+    def __init__(
+        self, server_address: Any, RequestHandlerClass: Any, bind_and_activate: bool = True, *, dispatch: Any = None
+    ) -> None:
+        """Constructor.  May be extended (call it), do not replace it.
+
+        ``dispatch`` (keyword only): the strategy that runs handlers, for
+        example ``ThreadPool(8)``; default: the class's ``dispatch``.
+        """
+        BaseServer.__init__(self, server_address, RequestHandlerClass, dispatch=dispatch)
         if self.address_family == socket.AF_INET and _is_ipv6_literal(server_address):
             self.address_family = socket.AF_INET6
         self.socket = socket.socket(self.address_family, self.socket_type)

@@ -19,6 +19,9 @@ PEER = ("127.0.0.1", 40000)
 #: The machine as the module docstring and the Event comments document it.
 DOCUMENTED = {
     Kind.STREAM: {
+        (S.ACCEPTED, E.WAIT): S.READY,
+        (S.READY, E.DISPATCH): S.PROCESSING,
+        (S.READY, E.ERROR): S.FAILED,
         (S.ACCEPTED, E.DISPATCH): S.PROCESSING,
         (S.ACCEPTED, E.REJECT): S.CLOSED,
         (S.ACCEPTED, E.ERROR): S.FAILED,
@@ -45,6 +48,9 @@ DOCUMENTED = {
         },
     },
     Kind.DATAGRAM: {
+        (S.RECEIVED, E.WAIT): S.READY,
+        (S.READY, E.DISPATCH): S.PROCESSING,
+        (S.READY, E.ERROR): S.FAILED,
         (S.RECEIVED, E.DISPATCH): S.PROCESSING,
         (S.RECEIVED, E.REJECT): S.DONE,
         (S.RECEIVED, E.ERROR): S.FAILED,
@@ -55,6 +61,10 @@ DOCUMENTED = {
         (S.SENDING, E.SENT): S.DONE,
         (S.SENDING, E.DROP): S.FAILED,
         (S.SENDING, E.ERROR): S.FAILED,
+    },
+    Kind.CHILD: {
+        (S.PROCESSING, E.FINISH): S.DONE,
+        (S.PROCESSING, E.ERROR): S.FAILED,
     },
 }
 
