@@ -19,7 +19,8 @@ from handlers import BaseRequestHandler, DatagramRequestHandler, MessageHandler,
 from handlers.message import MessageRequest, MessageWriter
 from handlers.framing import Chunk, Fixed, FrameBuffer, Framer, LengthPrefixed, Line, Terminator
 
-from .dispatch import Fork, Inline, Strategy, ThreadPool
+from .dispatch import Inline, Strategy, ThreadPool
+from .forking import Fork
 from .mixins import (
     ForkingMixIn,
     ForkingTCPServer,

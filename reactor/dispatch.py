@@ -7,7 +7,7 @@ it is over.  The three, for both kinds of handler:
     Inline      in the loop; the loop waits           in the loop, on the buffered message
     ThreadPool  a worker owns the socket              a worker runs the handler; the loop writes
     Fork        a child owns the socket               a child runs it; its output comes back
-                                                      through a pipe; the loop writes it
+                (reactor/forking.py)                  through a pipe; the loop writes it
 
 Rules every strategy keeps:
 
@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
-import select
-import signal
 import socket
 import threading
 import time
@@ -39,9 +36,9 @@ from typing import Any, Callable
 from handlers.message import MessageRequest
 
 from .errors import UsageError
-from .table import FINAL_STATES, Event, Kind, State
+from .table import Event, State
 
-__all__ = ["Strategy", "Inline", "ThreadPool", "Fork", "run_request"]
+__all__ = ["Strategy", "Inline", "ThreadPool", "run_request", "live_worker_threads"]
 
 log = logging.getLogger("reactor")
 
@@ -311,222 +308,6 @@ class ThreadPool(_Bounded):
         return {**super().statistics(), "threads": len(self._workers), "idle": self._idle}
 
 
-class Fork(_Bounded):
-    """At most ``max_children`` child processes, one per request.
-
-    A classic handler's child owns the socket; the parent closes its copy
-    at once.  A framed handler's child runs it on the message and sends its
-    output back through a pipe, which the parent reads (the pipe's child is
-    a ``Kind.CHILD`` record in the table) and writes to the client.  The
-    child never returns to the parent's loop: it ends with ``os._exit``.
-    A child killed by a signal fails its request (the connection is closed
-    and the error logged); the server carries on.
-    """
-
-    name = "fork"
-
-    def __init__(self, max_children: int = 40, max_queue: int | None = None) -> None:
-        super().__init__(max_children, max_children if max_queue is None else max_queue)
-        self.children: dict[int, dict[str, Any]] = {}  # pid -> what the parent keeps about it
-        self.killed = 0
-
-    @property
-    def max_children(self) -> int:
-        return self.limit
-
-    def _start(self, server: Any, request: Any, client_address: Any, reuse: bool = False) -> None:
-        if live_worker_threads():
-            self._done()
-            raise UsageError(
-                f"refusing to fork with {live_worker_threads()} reactor worker thread(s) alive: fork after "
-                "threads can deadlock the child; use one strategy per process"
-            )
-        _start_record(server, request)
-        framed = isinstance(request, MessageRequest)
-        pipe = os.pipe() if framed else None
-        try:
-            pid = os.fork()
-        except OSError:
-            if pipe:
-                os.close(pipe[0])
-                os.close(pipe[1])
-            self._done()
-            raise
-        if pid == 0:
-            _child(server, request, client_address, pipe)  # never returns
-        info: dict[str, Any] = {
-            "server": server, "request": request, "output": bytearray(), "pipe": None, "reactor": server.reactor,
-        }  # fmt: skip
-        self.children[pid] = info
-        info["record"] = server.request_table.open(Kind.CHILD, pid, pid, getattr(server, "address_family", 0))
-        if pipe:
-            os.close(pipe[1])
-            info["pipe"] = pipe[0]
-            os.set_blocking(pipe[0], False)
-        elif isinstance(request, socket.socket):
-            request.close()  # the child owns the connection now
-        server._child_started(pid)
-        self._watch(server, pid, info)
-
-    def _watch(self, server: Any, pid: int, info: dict[str, Any]) -> None:
-        reactor = info["reactor"]
-        if reactor is None:
-            return  # no loop: reaped by collect(), as socketserver does
-        if info["pipe"] is not None:
-            reactor.add_reader(info["pipe"], self._read_output, pid)
-        if hasattr(os, "pidfd_open"):
-            try:
-                info["pidfd"] = os.pidfd_open(pid)
-            except OSError:
-                info["pidfd"] = None  # already gone: the next collect() reaps it
-            else:
-                reactor.add_reader(info["pidfd"], self._reap, pid)
-
-    def _read_output(self, pid: int) -> None:
-        info = self.children.get(pid)
-        if info is None:
-            return
-        try:
-            data = os.read(info["pipe"], 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
-            info["output"] += data
-            return
-        self._close_pipe(info)
-        self._maybe_finish(pid)
-
-    def _reap(self, pid: int) -> None:
-        self._collect_one(pid, block=False)
-
-    def collect(self, blocking: bool = False) -> None:
-        """Reap every child of ours that has exited (with ``blocking``: all of them)."""
-        for pid in list(self.children):
-            self._collect_one(pid, block=blocking)
-
-    def _collect_one(self, pid: int, block: bool) -> None:
-        info = self.children.get(pid)
-        if info is None or "status" in info:
-            return
-        try:
-            done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            done, status = pid, 0  # reaped elsewhere: we cannot know how it ended
-        if not done:
-            return
-        info["status"] = status
-        pidfd = info.pop("pidfd", None)
-        if pidfd is not None:
-            if info["reactor"] is not None:
-                info["reactor"].remove_reader(pidfd)
-            os.close(pidfd)
-        if info["pipe"] is not None and block:
-            self._drain_pipe(info)
-        self._maybe_finish(pid)
-
-    def _drain_pipe(self, info: dict[str, Any]) -> None:
-        os.set_blocking(info["pipe"], True)
-        while chunk := os.read(info["pipe"], 65536):
-            info["output"] += chunk
-        self._close_pipe(info)
-
-    def _close_pipe(self, info: dict[str, Any]) -> None:
-        fd, info["pipe"] = info["pipe"], None
-        if fd is None:
-            return
-        if info["reactor"] is not None:
-            info["reactor"].remove_reader(fd)
-        os.close(fd)
-
-    def _maybe_finish(self, pid: int) -> None:
-        """Once the child has exited and its pipe is read to the end, settle its request."""
-        info = self.children.get(pid)
-        if info is None or "status" not in info or info["pipe"] is not None:
-            return
-        del self.children[pid]
-        server, request, record = info["server"], info["request"], info["record"]
-        status = info["status"]
-        table = server.request_table
-        ok = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-        if os.WIFSIGNALED(status):
-            self.killed += 1
-            table.count("children_killed")
-            log.error("%s: child %d was killed by signal %d; its request failed", table.name, pid, os.WTERMSIG(status))
-        table.transition(record, Event.FINISH if ok else Event.ERROR, f"exit status {status:#x}")
-        server._child_ended(pid)
-        if isinstance(request, MessageRequest):
-            output = bytes(info["output"])
-            if not ok or not output.startswith(b"\x00"):
-                mark_failed(server, request, "the child failed")
-            else:
-                request.output = [output[1:]] if len(output) > 1 else []
-            server.shutdown_request(request)  # sends the reply (or fails the connection)
-        else:
-            stream = server.request_table.find(request)
-            if stream is not None and stream.state not in FINAL_STATES:
-                table.transition(stream, Event.FINISH if ok else Event.ERROR, "the child ended")
-        self._done()
-
-    def close(self, wait: bool = True, timeout: float | None = None) -> None:
-        """Refuse new requests, drop queued ones; with ``wait``, reap every child.
-
-        Children still running after ``timeout`` seconds get SIGTERM, then
-        SIGKILL one second later; none is left a zombie.
-        """
-        with self._lock:
-            self._closing = True
-        self._drop_queued()
-        if not wait:
-            self.collect()
-            return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._wait_children(deadline)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if not self.children:
-                break
-            log.warning("%r: %d child(ren) still running; sending %s", self, len(self.children), sig.name)
-            for pid in list(self.children):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            self._wait_children(time.monotonic() + 1.0)
-        self.collect(blocking=True)
-
-    def _wait_children(self, deadline: float | None) -> None:
-        while self.children:
-            self.collect()
-            if not self.children:
-                return
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return
-            _wait_any(list(self.children), left)
-
-    def statistics(self) -> dict[str, Any]:
-        return {**super().statistics(), "children": sorted(self.children), "killed": self.killed}
-
-
-def _wait_any(pids: list[int], timeout: float | None) -> None:
-    """Sleep until one of ``pids`` exits or ``timeout`` passes (no busy wait)."""
-    if not hasattr(os, "pidfd_open"):
-        time.sleep(min(0.05, timeout) if timeout is not None else 0.05)
-        return
-    fds = []
-    try:
-        for pid in pids:
-            try:
-                fds.append(os.pidfd_open(pid))
-            except OSError:
-                return  # one is already gone
-        select.select(fds, [], [], timeout)
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
 def _shut(request: Any) -> None:
     if isinstance(request, socket.socket):
         try:
@@ -534,30 +315,3 @@ def _shut(request: Any) -> None:
         except OSError as exc:
             if exc.errno != errno.ENOTCONN:
                 log.debug("shutting a stuck connection down failed: %s", exc)
-
-
-def _child(server: Any, request: Any, client_address: Any, pipe: tuple[int, int] | None) -> None:
-    """The body of a forked child: handle one request, then ``os._exit``."""
-    status = 1
-    try:
-        server._in_child()
-        if pipe is not None:
-            os.close(pipe[0])
-            done: list[MessageRequest] = []
-            request._on_done = done.append  # the reply goes to the pipe, not to the socket
-        try:
-            server.finish_request(request, client_address)
-            status = 0
-        except Exception:
-            server.handle_error(request, client_address)
-        if pipe is not None:
-            payload = (b"\x00" + b"".join(request.output)) if status == 0 else b"\x01"
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(pipe[1], view) :]
-        else:
-            server.shutdown_request(request)
-    except BaseException:
-        pass  # never let anything escape into the parent's stack
-    finally:
-        os._exit(status)

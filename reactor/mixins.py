@@ -22,7 +22,8 @@ import threading
 from typing import Any
 
 from .datagram import UDPServer
-from .dispatch import Fork, Inline, Strategy, ThreadPool, _thread_ended, _thread_started, run_request
+from .dispatch import Inline, Strategy, ThreadPool, _thread_ended, _thread_started, run_request
+from .forking import Fork
 from .servers import BaseServer
 from .tcp import TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer

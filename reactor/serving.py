@@ -1,0 +1,248 @@
+"""The reactor-facing half of a server: how a reactor drives it.
+
+``BaseServer`` (servers.py) is the request lifecycle: the stdlib's hooks
+and the order they run in.  This is the other half, what makes a server
+something a ``Reactor`` can serve: ``serve_forever()`` / ``shutdown()`` /
+``handle_request()``, joining and leaving a reactor (``add_server`` calls
+``_attach``), reading the listening socket in bursts, and pausing input
+while the dispatch strategy is full.  It is a base class of
+``BaseServer`` only; it is not a mix-in to combine with anything else.
+
+Invariants:
+
+* ``shutdown()`` never waits for the thread it is called on; it wakes the
+  loop through the reactor's wakeup socketpair, never by polling.
+* A shutdown request is checked before every accept (python/cpython#79184).
+* A server is served by at most one reactor at a time; while served, its
+  socket is nonblocking, and its old timeout comes back when it leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import threading
+import time
+from typing import Any
+
+from .accepting import AcceptGate
+from .errors import UsageError
+from .loop import Reactor
+from .table import State
+
+__all__ = ["Serving"]
+
+log = logging.getLogger("reactor")
+
+# How many requests one readiness event may bring in before the loop looks
+# at other descriptors again: enough to drain a burst, few enough to be fair.
+ACCEPTS_PER_WAKEUP = 32
+
+
+def _base_service_actions() -> Any:
+    from .servers import BaseServer  # the lifecycle half, which imports this one
+
+    return BaseServer.service_actions
+
+
+class Serving:
+    """serve_forever / shutdown / handle_request, and life on a reactor."""
+
+    # ------------------------------------------------------------- serving
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve requests until ``shutdown()`` is called.
+
+        Runs a private ``Reactor`` serving this server alone.  The loop
+        sleeps until a request arrives; ``poll_interval`` only matters to a
+        subclass that overrides ``service_actions()``, which then runs at
+        least that often.  If ``shutdown()`` was called before, returns at
+        once.  May be called again after it returns.
+        """
+        with self._serve_lock:
+            if self._reactor is not None:
+                raise UsageError(f"{self!r} is already served by {self._reactor!r}")
+            if self._shutdown_requested:  # shutdown() came first: honour it
+                self._shutdown_requested = False
+                return
+            reactor = Reactor()
+            self._owns_reactor = True
+            try:
+                reactor.add_server(self, poll_interval=poll_interval)
+            except BaseException:
+                self._owns_reactor = False
+                reactor.close()
+                raise
+            self._serving_thread = threading.get_ident()
+            self._is_shut_down.clear()
+        try:
+            reactor.run()
+        finally:
+            self._serving_done(reactor)
+
+    def _serving_done(self, reactor: Reactor) -> None:
+        with self._serve_lock:
+            reactor.close()  # detaches us too
+            self._owns_reactor = False
+            self._serving_thread = None
+            self._shutdown_requested = False
+            self._is_shut_down.set()
+
+    def shutdown(self) -> None:
+        """Stop serving.  Safe from any thread, a handler or a signal handler.
+
+        * Under ``serve_forever()`` on another thread: wakes that loop at
+          once and waits until ``serve_forever()`` has returned.
+        * On the loop's own thread (from a handler or ``service_actions``):
+          the loop stops after the current step; returns at once.
+        * Before ``serve_forever()``: the next ``serve_forever()`` returns
+          at once; this call does not wait.
+        * On a shared reactor (``Reactor.add_server``): the reactor stops
+          serving this server; the reactor and its other servers go on.
+        """
+        with self._serve_lock:
+            self._shutdown_requested = True
+            reactor = self._reactor
+            owner = self._serving_thread
+            owned = self._owns_reactor
+        if reactor is None:
+            return
+        if not owned:
+            reactor.call_soon_threadsafe(reactor.remove_server, self)
+            return
+        reactor.stop()
+        if owner != threading.get_ident():
+            self._is_shut_down.wait()
+
+    def handle_request(self) -> None:
+        """Wait for one request and handle it (without a reactor).
+
+        Waits at most ``timeout`` seconds (or the listening socket's own
+        timeout, whichever is shorter; None: forever), then calls
+        ``handle_timeout()`` instead.  This is the call to make after your
+        own ``select()`` said ``fileno()`` is readable.
+        """
+        if self._reactor is not None:
+            raise UsageError(f"{self!r} is served by {self._reactor!r}; handle_request() would race it")
+        limit = self.timeout
+        own = self.socket.gettimeout()
+        if own is not None:
+            limit = own if limit is None else min(own, limit)
+        deadline = None if limit is None else time.monotonic() + limit
+        selector_class = getattr(selectors, "PollSelector", selectors.SelectSelector)
+        with selector_class() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            while True:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if selector.select(wait):
+                    self._handle_request_noblock()
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.handle_timeout()
+                    return
+
+    def _wait_for_room(self, connection: Any, message: bytes) -> None:
+        """A framed message is READY but every worker is busy: it waits its turn here."""
+        self._waiting.append((connection, message))
+
+    def _room_freed(self) -> None:
+        # Called by the strategy (on any thread) when a request ended.
+        reactor = self._reactor
+        if reactor is None or not (self._waiting or (self._gate is not None and self._gate.paused == "busy")):
+            return
+        if reactor.in_loop_thread():
+            self._use_room()
+        else:
+            reactor.call_soon_threadsafe(self._use_room)
+
+    def _use_room(self) -> None:
+        dispatch = self.dispatch
+        while self._waiting and dispatch.has_room():
+            connection, message = self._waiting.popleft()
+            if connection.record.state is State.READY:
+                connection._dispatch(message)
+        gate = self._gate
+        if gate is not None and gate.paused == "busy" and not dispatch.saturated():
+            gate.resume()
+
+    # ------------------------------------------------ reactor integration
+
+    @property
+    def reactor(self) -> Reactor | None:
+        """The reactor serving this server right now, or None."""
+        return self._reactor
+
+    def _attach(self, reactor: Reactor, poll_interval: float) -> None:
+        """Called by ``Reactor.add_server``: start watching our socket."""
+        if self._reactor is not None:
+            raise UsageError(f"{self!r} is already served by {self._reactor!r}")
+        sock = getattr(self, "socket", None)
+        if sock is not None:
+            # Nonblocking while served: a wakeup for a connection that was
+            # reset before accept() must not hang the whole loop.
+            self._saved_timeout = sock.gettimeout()
+            sock.setblocking(False)
+        self.request_table.name = self._label()
+        reactor.add_reader(self, self._on_readable)
+        self._reactor = reactor
+        if sock is not None:
+            self._gate = AcceptGate(self, reactor)
+        self.dispatch.on_room(self._room_freed)
+        if not self._owns_reactor:
+            # serve_forever() consumed an earlier shutdown() before getting
+            # here; for a shared reactor, being added means "serve now".
+            self._shutdown_requested = False
+        if type(self).service_actions is not _base_service_actions():
+            self._service_timer = reactor.call_later(poll_interval, self._service_tick, reactor, poll_interval)
+
+    def _detach(self, reactor: Reactor) -> None:
+        """Called by ``Reactor.remove_server``: stop watching our socket.
+
+        The framed connections it owns end with it, and datagram replies
+        still queued are dropped (both counted).
+        """
+        reactor.remove_reader(self)
+        for connection in tuple(self._connections):
+            connection.abort("the server stopped serving")
+        if self._reply_queue is not None:
+            self._reply_queue.close()
+        if self._gate is not None:
+            self._gate.close()
+            self._gate = None
+        self.dispatch.forget(self._room_freed)
+        self._waiting.clear()
+        if self._service_timer is not None:
+            self._service_timer.cancel()
+            self._service_timer = None
+        sock = getattr(self, "socket", None)
+        if sock is not None and sock.fileno() != -1:
+            sock.settimeout(self._saved_timeout)
+        self._reactor = None
+        if not self._owns_reactor:
+            self._shutdown_requested = False  # a later add_server serves again
+
+    def _service_tick(self, reactor: Reactor, poll_interval: float) -> None:
+        # Does nothing but wake the loop, whose every iteration ends with
+        # service_actions(); then books the next wakeup.
+        self._service_timer = reactor.call_later(poll_interval, self._service_tick, reactor, poll_interval)
+
+    def _on_readable(self) -> None:
+        gate, dispatch = self._gate, self.dispatch
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            if self._shutdown_requested or self._reactor is None or (gate is not None and gate.paused):
+                return  # checked before every accept (python/cpython#79184)
+            if not dispatch.inline and dispatch.saturated():
+                if gate is not None:
+                    gate.pause_busy()
+                return
+            if not self._handle_request_noblock():
+                return
+
+    def _leave_reactor(self) -> None:
+        reactor = self._reactor
+        if reactor is None or reactor.closed:
+            return
+        if reactor.in_loop_thread() or self._owns_reactor:
+            reactor.remove_server(self)
+        else:
+            reactor.call_soon_threadsafe(reactor.remove_server, self)
