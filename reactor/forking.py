@@ -22,6 +22,7 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 from typing import Any
 
@@ -106,6 +107,27 @@ class Fork(_Bounded):
                 info["pidfd"] = None  # already gone: the next collect() reaps it
             else:
                 reactor.add_reader(info["pidfd"], self._reap, pid)
+        else:
+            self._reap_on_sigchld(reactor)
+
+    def _reap_on_sigchld(self, reactor: Any) -> None:
+        # No pidfds (not Linux): SIGCHLD wakes the loop, which reaps our
+        # children.  Signal handlers can only be set on the main thread.
+        if getattr(self, "_sigchld", None) is reactor:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("%r: no pidfd and not on the main thread: children are reaped at close", self)
+            self._sigchld = reactor
+            return
+        previous = signal.getsignal(signal.SIGCHLD)
+
+        def on_sigchld(signum: int, frame: Any) -> None:
+            reactor.call_soon_threadsafe(self.collect)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGCHLD, on_sigchld)
+        self._sigchld = reactor
 
     def _read_output(self, pid: int) -> None:
         info = self.children.get(pid)
