@@ -261,8 +261,13 @@ class FrameBuffer:
         data = self._data
         if not data:
             return None
-        found = self.framer.find(data)
         limit = self.limit
+        try:
+            found = self.framer.find(data)
+        except MessageTooLong as exc:
+            if limit is not None and limit < exc.limit:
+                raise MessageTooLong(exc.size, limit, exc.reply) from None  # name the limit that binds
+            raise
         if found is None:
             if limit is not None and len(data) > limit + self.framer.overhead:
                 raise MessageTooLong(len(data), limit)

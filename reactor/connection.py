@@ -217,8 +217,10 @@ class Connection:
         try:
             server.process_request(request, self.client_address)
         except Exception:
-            self._fail("exception in the lifecycle")
-            server.handle_error(request, self.client_address)
+            try:
+                server.handle_error(request, self.client_address)  # first, as the stdlib does
+            finally:
+                self._fail("exception in the lifecycle")
         except BaseException:
             self._fail("KeyboardInterrupt/SystemExit")
             raise

@@ -9,8 +9,8 @@ What the reactor adds to socketserver's datagram path:
 * **Replies never block the loop.**  A handler's ``self.socket.sendto``
   (classic) or its queued output (framed) is sent at once if the kernel
   takes it; if the socket is full (EAGAIN, ENOBUFS) the reply waits in a
-  small bounded queue, sent when the socket is writable, and is dropped
-  with a count when the queue is full (anyio#1294, asyncio's gh-135444).
+  small bounded queue, retried on a back-off timer, and is dropped with a
+  count when the queue is full (anyio#1294, asyncio's gh-135444).
 * **One handler class for all four families.**  A ``MessageHandler`` on a
   datagram server gets the datagram as its message and a peer object as
   ``self.connection``; what it writes goes back as one datagram.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import select
 import socket
 import time
 from collections import deque
@@ -40,6 +39,9 @@ _FULL = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR})
 
 #: Seconds a reply sent without a loop (in a forked child) may wait for room.
 SEND_WAIT = 5.0
+#: Retry delays for replies waiting on a full socket: first, and the cap.
+RETRY_FIRST = 0.01
+RETRY_MAX = 1.0
 
 
 class Truncated(bytes):
@@ -129,20 +131,28 @@ class DatagramPeer:
 class ReplyQueue:
     """Sends a datagram server's replies without ever blocking its loop.
 
-    ``limit`` is how many replies may wait for a full socket (the server's
-    ``max_queued_replies``).  Call ``send`` from any thread.
+    A reply is sent at once when the kernel takes it.  One that meets a full
+    socket (EAGAIN, ENOBUFS: on a Unix datagram socket, usually a peer that
+    does not read) waits in a queue of at most ``max_queued_replies``
+    replies, beyond which replies are dropped and counted.  Waiting replies
+    are retried on a timer, 10 ms doubling up to 1 s, not on writability:
+    for a Unix datagram socket "writable" says nothing about the peer's
+    queue, and watching it would spin.  Replies to one peer keep their
+    order, and one stuck peer does not hold up replies to the others.
+    Call ``send`` from any thread.
     """
 
     def __init__(self, server: Any) -> None:
         self.server = server
         self._queue: deque[tuple[bytes, Any, Record | None]] = deque()
-        self._watching = False
+        self._stuck: dict[Any, int] = {}  # address -> how many replies to it wait
+        self._timer: Any = None
+        self._delay = RETRY_FIRST
 
     def send(self, record: Record | None, data: bytes, address: Any) -> None:
         if no_address(address):
             return  # an unbound Unix datagram client cannot be answered
-        reactor = self.server.reactor
-        if not self._queue:
+        if address not in self._stuck:
             try:
                 sent = self.server.socket.sendto(data, address)
             except OSError as exc:
@@ -153,10 +163,10 @@ class ReplyQueue:
                 if record is not None:
                     record.bytes_out += sent
                 return
+        reactor = self.server.reactor
         if reactor is None:
             self._send_waiting(record, data, address)  # a child, or handle_request(): no loop to queue on
-            return
-        if reactor.in_loop_thread():
+        elif reactor.in_loop_thread():
             self._enqueue(record, data, address)
         else:
             reactor.call_soon_threadsafe(self._enqueue, record, data, address)
@@ -165,23 +175,25 @@ class ReplyQueue:
         # Without a loop, wait (a bounded time) for the socket to take it.
         sock = self.server.socket
         deadline = time.monotonic() + SEND_WAIT
+        delay = RETRY_FIRST
         while True:
+            try:
+                sent = sock.sendto(data, address)
+            except OSError as exc:
+                if exc.errno not in _FULL:
+                    self._failed(record, exc)
+                    return
+            else:
+                if record is not None:
+                    record.bytes_out += sent
+                return
             left = deadline - time.monotonic()
             if left <= 0:
                 self.server.request_table.count("replies_dropped")
                 log.warning("%s: socket full for %ss: dropped a reply", self.server.request_table.name, SEND_WAIT)
                 return
-            select.select([], [sock], [], left)
-            try:
-                sent = sock.sendto(data, address)
-            except OSError as exc:
-                if exc.errno in _FULL:
-                    continue
-                self._failed(record, exc)
-                return
-            if record is not None:
-                record.bytes_out += sent
-            return
+            time.sleep(min(delay, left))  # a forked child's own wait: no loop to wake
+            delay = min(RETRY_MAX, delay * 2)
 
     def _enqueue(self, record: Record | None, data: bytes, address: Any) -> None:
         table = self.server.request_table
@@ -196,29 +208,49 @@ class ReplyQueue:
         if record is not None and record.state is State.PROCESSING:
             table.transition(record, Event.QUEUE, f"socket full; {len(self._queue)} ahead")
         self._queue.append((data, address, record))
-        if not self._watching:
-            self.server.reactor.add_writer(self.server, self._flush)  # as registered for reading
-            self._watching = True
+        self._stuck[address] = self._stuck.get(address, 0) + 1
+        if self._timer is None:
+            self._timer = self.server.reactor.call_later(self._delay, self._retry)
 
-    def _flush(self) -> None:
-        table = self.server.request_table
-        while self._queue:
-            data, address, record = self._queue[0]
+    def _retry(self) -> None:
+        """Try every waiting reply once, in order, skipping peers still full."""
+        self._timer = None
+        table, sock = self.server.request_table, self.server.socket
+        still_full: set[Any] = set()
+        progress = False
+        for _ in range(len(self._queue)):
+            data, address, record = entry = self._queue.popleft()
+            if address in still_full:
+                self._queue.append(entry)  # keep this peer's order
+                continue
             try:
-                sent = self.server.socket.sendto(data, address)
+                sent = sock.sendto(data, address)
             except OSError as exc:
                 if exc.errno in _FULL:
-                    return  # still full: wait for the next writable event
-                self._queue.popleft()
+                    still_full.add(address)
+                    self._queue.append(entry)
+                    continue
+                self._unstick(address)
                 self._failed(record, exc)
                 continue
-            self._queue.popleft()
+            progress = True
+            self._unstick(address)
             if record is not None:
                 record.bytes_out += sent
                 if record.state is State.SENDING:
                     table.transition(record, Event.SENT, f"{sent} B")
-        self.server.reactor.remove_writer(self.server)
-        self._watching = False
+        if self._queue and self.server.reactor is not None:
+            self._delay = RETRY_FIRST if progress else min(RETRY_MAX, self._delay * 2)
+            self._timer = self.server.reactor.call_later(self._delay, self._retry)
+        else:
+            self._delay = RETRY_FIRST
+
+    def _unstick(self, address: Any) -> None:
+        left = self._stuck.get(address, 0) - 1
+        if left > 0:
+            self._stuck[address] = left
+        else:
+            self._stuck.pop(address, None)
 
     def _failed(self, record: Record | None, exc: OSError) -> None:
         table = self.server.request_table
@@ -235,9 +267,11 @@ class ReplyQueue:
             table.count("replies_dropped")
             if record is not None and record.state is State.SENDING:
                 table.transition(record, Event.DROP, "server closing")
-        if self._watching and self.server.reactor is not None:
-            self.server.reactor.remove_writer(self.server)
-        self._watching = False
+        self._stuck.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._delay = RETRY_FIRST
 
     def __len__(self) -> int:
         return len(self._queue)

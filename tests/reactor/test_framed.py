@@ -1,0 +1,443 @@
+"""The framed path: MessageHandler subclasses served with the reactor owning the socket.
+
+One handler class serves every family; pipelined messages are answered in
+order; half-close, per-connection state, close() from a handler, binary
+framing, handler exceptions, peer resets and the trace of the table's
+states.  Real sockets only, every client with a timeout, every wait with a
+deadline (see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+from conftest import (
+    CLIENT_TIMEOUT,
+    DGRAM_FAMILIES,
+    FAMILIES,
+    STREAM_FAMILIES,
+    ReactorThread,
+    client_exchange,
+    connect,
+    family_params,
+    read_all,
+)
+
+import reactor
+from reactor import Event, Kind, State
+
+# ------------------------------------------------------------------ helpers
+
+
+@contextlib.contextmanager
+def served(server: Any) -> Iterator[reactor.Reactor]:
+    """``server`` on a fresh reactor running on a thread (stopped, joined, closed on exit)."""
+    r = reactor.Reactor()
+    r.add_server(server)
+    with ReactorThread(r):
+        yield r
+
+
+def wait_for(predicate: Any, timeout: float = 5.0, what: str = "") -> None:
+    """Poll ``predicate`` (it reads state the loop thread changes) until true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout}s: {what or predicate}")
+        time.sleep(0.005)  # a polling interval, not an ordering assumption
+
+
+@contextlib.contextmanager
+def dgram_client(name: str, places: Any) -> Iterator[socket.socket]:
+    """A datagram client of family ``name``, bound so it can be answered (Unix: a path under ``places``)."""
+    family = FAMILIES[name][1]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.settimeout(CLIENT_TIMEOUT)
+    path = None
+    try:
+        if family == socket.AF_UNIX:
+            path = places.path("cli")
+            sock.bind(path)
+        yield sock
+    finally:
+        sock.close()
+        if path:
+            os.unlink(path)
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        chunk = sock.recv(min(65536, n - got))
+        if not chunk:
+            raise AssertionError(f"EOF after {got} of {n} bytes: {b''.join(chunks)[-80:]!r}")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def ends(server: Any) -> dict[int, tuple[State, Event]]:
+    """Record id -> (final state, event that got it there), filled in as records end."""
+    finals: dict[int, tuple[State, Event]] = {}
+
+    def observe(record: Any, old: Any, event: Any, new: State, reason: str) -> None:
+        if new in (State.CLOSED, State.DONE, State.FAILED):
+            finals[record.id] = (new, event)
+
+    server.request_table.add_observer(observe)
+    return finals
+
+
+def recording(base: type) -> type:
+    """A server class whose handle_error records the exception instead of printing it."""
+
+    class Recording(base):  # type: ignore[misc,valid-type]
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            self.errors.append((request, sys.exc_info()[1]))
+
+    Recording.errors = []  # replaced per instance in make()
+    return Recording
+
+
+def make(places: Any, name: str, handler: type, **attrs: Any) -> Any:
+    """A recording server of family ``name`` with class attributes ``attrs`` (bounds, hooks)."""
+    cls = type(f"Test{FAMILIES[name][0].__name__}", (recording(FAMILIES[name][0]),), attrs)
+    server = places.make_server(name, handler, cls=cls)
+    server.errors = []
+    return server
+
+
+# ----------------------------------------------------------------- handlers
+
+
+class Upper(reactor.MessageHandler):
+    """The seed: written against a socket, unchanged but for its base class."""
+
+    framing = reactor.Line()
+
+    def handle(self) -> None:
+        data = self.request.recv(1024)
+        self.request.sendall(data.upper())
+
+
+class ReverseLine(reactor.MessageHandler):
+    """The file-style seed: rfile.readline() and wfile.write()."""
+
+    framing = reactor.Line()
+
+    def handle(self) -> None:
+        line = self.rfile.readline()
+        self.wfile.write(line.rstrip(b"\n")[::-1] + b"\n")
+
+
+class UpperChunk(Upper):
+    framing = reactor.Chunk()
+
+
+class Counting(reactor.MessageHandler):
+    """Numbers the messages of each connection; ``bye`` closes it after the reply."""
+
+    def handle(self) -> None:
+        n = self.connection.data["n"] = self.connection.data.get("n", 0) + 1
+        self.request.sendall(b"%d %s" % (n, self.message))
+        if self.message == b"bye\n":
+            self.connection.close()
+
+
+PREFIXED = reactor.LengthPrefixed(4)
+
+
+class ReversePrefixed(reactor.MessageHandler):
+    framing = PREFIXED
+
+    def handle(self) -> None:
+        self.wfile.write(self.framing.encode(self.message[::-1]))
+
+
+class Fragile(reactor.MessageHandler):
+    def handle(self) -> None:
+        if self.message == b"boom\n":
+            raise ValueError("boom")
+        self.request.sendall(self.message)
+
+
+class Big(reactor.MessageHandler):
+    """Replies 4 MiB to every line: more than the kernel buffers, so output stays queued."""
+
+    def handle(self) -> None:
+        self.request.sendall(b"x" * (4 << 20))
+
+
+# ------------------------------------------------------ one class, six families
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("handler, payloads, replies", [
+    pytest.param(Upper, [b"one\n", b"two\n"], [b"ONE\n", b"TWO\n"], id="recv-sendall"),
+    pytest.param(ReverseLine, [b"abc\n", b"stressed\n"], [b"cba\n", b"desserts\n"], id="readline-write"),
+])  # fmt: skip
+@pytest.mark.parametrize("name", family_params(STREAM_FAMILIES + DGRAM_FAMILIES))
+def test_one_handler_class_serves_every_family(places, name, handler, payloads, replies):
+    with make(places, name, handler) as server:
+        kinds = set()
+        server.request_table.add_observer(lambda record, *_: kinds.add(record.kind))
+        assert server.RequestHandlerClass is handler
+        with served(server):
+            if FAMILIES[name][2] == socket.SOCK_STREAM:
+                # Both messages on one connection; EOF after the replies.
+                assert client_exchange(name, server.server_address, b"".join(payloads)) == b"".join(replies)
+                wait_for(lambda: server.request_table.totals["finished"] == 1)
+                assert kinds == {Kind.CONNECTION}
+            else:
+                # One datagram is one message; the reply is one datagram.
+                with dgram_client(name, places) as client:
+                    for payload, reply in zip(payloads, replies):
+                        client.sendto(payload, server.server_address)
+                        assert client.recv(65536) == reply
+                wait_for(lambda: server.request_table.totals["finished"] == 2)
+                assert kinds == {Kind.DATAGRAM}
+        assert server.errors == []
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_chunk_framing_with_the_recv_seed(places, name):
+    with make(places, name, UpperChunk) as server, served(server):
+        with connect(server) as client:
+            for payload in (b"no newline at all", b"a\nb\nc", b"x" * 1000):
+                client.sendall(payload)
+                # Chunk: whatever one read returned is a message.
+                assert recv_exactly(client, len(payload)) == payload.upper()
+            client.shutdown(socket.SHUT_WR)
+            assert read_all(client) == b""
+    assert server.errors == []
+
+
+@pytest.mark.timeout(10)
+def test_chunk_bytes_the_recv_seed_did_not_read_are_not_lost(places):
+    # Where Chunk cuts depends on how much one read returned, so a chunk can
+    # be longer than the handler's recv(1024).  A classic handler would find
+    # the rest still in the socket; a framed one must not lose it either.
+    with make(places, "tcp4", UpperChunk) as server, served(server), connect(server) as client:
+        payload = bytes(range(97, 123)) * 200  # 5200 bytes, sent at once
+        client.sendall(payload)
+        client.shutdown(socket.SHUT_WR)
+        assert read_all(client) == payload.upper()
+
+
+# ---------------------------------------------------------------- streams
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_hundred_pipelined_lines_are_answered_in_order(places, name):
+    lines = [b"line %03d %s\n" % (i, b"abc" * (i % 17)) for i in range(100)]
+    with make(places, name, Upper) as server, served(server):
+        with connect(server) as client:
+            client.sendall(b"".join(lines))  # one write: many messages per read
+            expected = b"".join(line.upper() for line in lines)
+            assert recv_exactly(client, len(expected)) == expected
+            client.shutdown(socket.SHUT_WR)
+            assert read_all(client) == b""  # nothing more than the 100 replies
+    totals = server.request_table.totals
+    assert (totals["opened"], totals["finished"], totals["failed"]) == (1, 1, 0)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("name", family_params(STREAM_FAMILIES))
+def test_half_close_gets_every_reply_then_eof(places, name):
+    with make(places, name, Upper) as server:
+        finals = ends(server)
+        with served(server), connect(server) as client:
+            client.sendall(b"a\nbb\nccc\n")
+            client.shutdown(socket.SHUT_WR)
+            assert read_all(client) == b"A\nBB\nCCC\n"
+            wait_for(lambda: finals)
+    assert list(finals.values()) == [(State.CLOSED, Event.FINISH)]
+    assert server.request_table.totals["finished"] == 1
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_connection_data_is_per_connection_and_close_ends_it_after_the_reply(places, name):
+    with make(places, name, Counting) as server:
+        finals = ends(server)
+        with served(server), connect(server) as a, connect(server) as b:
+            for n in (1, 2):
+                a.sendall(b"x\n")
+                assert recv_exactly(a, 4) == b"%d x\n" % n
+                b.sendall(b"y\n")
+                assert recv_exactly(b, 4) == b"%d y\n" % n
+            a.sendall(b"bye\n")
+            assert read_all(a) == b"3 bye\n"  # the reply, then EOF
+            a.close()  # the server may linger for our EOF before it closes its end
+            wait_for(lambda: server.request_table.totals["finished"] == 1)
+            assert list(finals.values()) == [(State.CLOSED, Event.FINISH)]
+            b.sendall(b"y\n")  # the other connection is untouched
+            assert recv_exactly(b, 4) == b"3 y\n"
+    assert server.errors == []
+
+
+@pytest.mark.timeout(10)
+def test_close_in_a_handler_answers_no_pipelined_message_after_it(places):
+    with make(places, "tcp4", Counting) as server, served(server), connect(server) as client:
+        client.sendall(b"bye\nafter\n")  # one write: both are buffered when bye is handled
+        # close(): "close once the current reply (and anything queued) is sent".
+        assert read_all(client) == b"1 bye\n"
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_length_prefixed_binary_messages(places, name):
+    payloads = [b"", b"\x00", b"\n\r\n", bytes(range(256)), b"", bytes(i * 7 % 256 for i in range(50000))]
+    with make(places, name, ReversePrefixed) as server, served(server), connect(server) as client:
+        client.sendall(b"".join(PREFIXED.encode(p) for p in payloads))
+        frames = reactor.FrameBuffer(reactor.LengthPrefixed(4))
+        got: list[bytes] = []
+        while len(got) < len(payloads):
+            chunk = client.recv(65536)
+            assert chunk, f"EOF after {len(got)} replies"
+            frames.feed(chunk)
+            got.extend(frames)
+        assert got == [p[::-1] for p in payloads]
+        assert frames.buffered == 0
+
+
+# ------------------------------------------------------------ failures
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_handler_exception_fails_only_its_connection(places, name):
+    with make(places, name, Fragile) as server:
+        finals = ends(server)
+        with served(server), connect(server) as bad, connect(server) as good:
+            bad.sendall(b"ok\n")
+            assert recv_exactly(bad, 3) == b"ok\n"
+            bad.sendall(b"boom\n")
+            try:
+                assert read_all(bad) == b""  # closed: EOF ...
+            except ConnectionResetError:
+                pass  # ... or a reset, either says "closed"
+            # The record fails (and the socket closes) before handle_error runs: wait for both.
+            wait_for(lambda: server.errors and server.request_table.totals["failed"] == 1)
+            assert [type(exc) for _, exc in server.errors] == [ValueError]
+            assert server.errors[0][0].message == b"boom\n"  # handle_error got the failed message
+            assert list(finals.values()) == [(State.FAILED, Event.ERROR)]
+            good.sendall(b"still here\n")  # the same server serves the other client
+            assert recv_exactly(good, 11) == b"still here\n"
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("when", ["mid-message", "reply-pending"])
+@pytest.mark.parametrize("name", family_params(["tcp4", "tcp6"]))
+def test_peer_reset_closes_that_connection_quietly(places, name, when):
+    with make(places, name, Big) as server:
+        finals = ends(server)
+        with served(server) as r:
+            rude = socket.socket(server.address_family, socket.SOCK_STREAM)
+            with rude:
+                rude.settimeout(CLIENT_TIMEOUT)
+                rude.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                rude.connect(server.server_address)
+                if when == "mid-message":
+                    rude.sendall(b"half a li")
+                    wait_for(lambda: any(rec.bytes_in for rec in server.request_table))
+                else:
+                    rude.sendall(b"go\n")
+                    wait_for(lambda: [rec.state for rec in server.request_table] == [State.WRITING])
+                rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # closed with SO_LINGER (1, 0): the server gets a RST
+            wait_for(lambda: len(finals) == 1 and not server.connections)
+            assert list(finals.values()) == [(State.CLOSED, Event.ABORT)]
+            assert server.request_table.counters.get("resets", 0) == 1
+            assert server.errors == []  # quietly: not an error of the server's
+            with connect(server) as other:
+                other.settimeout(CLIENT_TIMEOUT)
+                other.sendall(b"more\n")
+                assert len(recv_exactly(other, 4 << 20)) == 4 << 20
+            assert r.servers == (server,)
+
+
+# ------------------------------------------------------- datagram, classic
+
+
+class ClassicDatagram(reactor.DatagramRequestHandler):
+    def handle(self) -> None:
+        self.socket.sendto(b"first:" + self.packet, self.client_address)
+        self.wfile.write(self.packet.upper())
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("name", family_params(["udp4", "unix-dgram"]))
+def test_classic_datagram_handler_through_a_served_reactor(places, name):
+    with make(places, name, ClassicDatagram) as server:
+        finals = ends(server)
+        with served(server), dgram_client(name, places) as client:
+            client.sendto(b"hi", server.server_address)
+            assert client.recv(65536) == b"first:hi"  # self.socket.sendto, during handle()
+            assert client.recv(65536) == b"HI"  # wfile, sent by finish()
+            wait_for(lambda: finals)
+    assert list(finals.values()) == [(State.DONE, Event.FINISH)]
+    assert server.errors == []
+
+
+# ------------------------------------------------------ without a reactor
+
+
+@pytest.mark.timeout(10)
+def test_handle_request_serves_one_framed_connection_to_its_end(places):
+    replies: list[bytes] = []
+    closed = threading.Event()
+
+    def client(address: Any) -> None:
+        with socket.create_connection(address, timeout=CLIENT_TIMEOUT) as sock:
+            for line in (b"a\n", b"b\n"):  # one at a time: each reply before the next message
+                sock.sendall(line)
+                replies.append(recv_exactly(sock, 4))
+            closed.set()
+
+    with make(places, "tcp4", Counting, timeout=CLIENT_TIMEOUT) as server:
+        thread = threading.Thread(target=client, args=(server.server_address,))
+        thread.start()
+        try:
+            server.handle_request()  # returns once that connection is over
+            assert closed.is_set(), "handle_request() returned before the client closed"
+        finally:
+            thread.join(CLIENT_TIMEOUT)
+        assert not thread.is_alive()
+    assert replies == [b"1 a\n", b"2 b\n"]
+    totals = server.request_table.totals
+    assert (totals["opened"], totals["finished"], totals["failed"]) == (1, 1, 0)
+    assert len(server.request_table) == 0 and server.connections == ()
+
+
+# ------------------------------------------------------------------ trace
+
+
+@pytest.mark.timeout(10)
+def test_a_framed_exchange_is_traced(places, caplog):
+    caplog.set_level(logging.DEBUG, logger="reactor.trace")
+    with make(places, "tcp4", Upper) as server, served(server):
+        assert client_exchange("tcp4", server.server_address, b"trace me\n") == b"TRACE ME\n"
+        wait_for(lambda: server.request_table.totals["finished"] == 1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "reactor.trace" and "->" in r.getMessage()]
+    moves = [next((i for i, line in enumerate(lines) if step in line), None) for step in (
+        "ACCEPTED -> READING: start",
+        "READING -> READY: message",
+        "READY -> PROCESSING: dispatch",
+        "PROCESSING -> READING: reply",
+        "READING -> CLOSING: eof",
+        "CLOSING -> CLOSED: finish",
+    )]  # fmt: skip
+    assert None not in moves, lines
+    assert moves == sorted(moves), lines
