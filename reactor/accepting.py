@@ -60,7 +60,7 @@ class AcceptGate:
         limit = self.server.max_connections
         if self.server._record_kind is not Kind.STREAM:
             return  # datagrams are not connections
-        if limit is not None and self.paused is None and len(self.server.request_table) >= limit:
+        if limit is not None and self.paused is None and self._connections() >= limit:
             self.server.request_table.count("accept_paused")
             log.info("%s: %d connections, the limit: accepting paused", self.server.request_table.name, limit)
             self._pause("max_connections")
@@ -76,9 +76,12 @@ class AcceptGate:
 
     def _resume_if_room(self) -> None:
         limit = self.server.max_connections
-        if self.paused == "max_connections" and (limit is None or len(self.server.request_table) < limit):
+        if self.paused == "max_connections" and (limit is None or self._connections() < limit):
             log.info("%s: below the connection limit: accepting again", self.server.request_table.name)
             self._resume()
+
+    def _connections(self) -> int:
+        return self.server.request_table.live(Kind.STREAM, Kind.CONNECTION)  # not CHILD records
 
     # -- a full dispatch strategy
 

@@ -291,8 +291,11 @@ class Connection:
             if len(self._out) <= self.server.output_low_water:
                 self._table.transition(self.record, Event.DRAINED, f"{len(self._out)} B queued")
                 self._pump()
-        elif state is _CLOSING and not self._out:
-            self._output_sent()
+        elif state is _CLOSING:
+            if self._out:
+                self._set_deadline("write_timeout")  # progress: the peer is reading
+            else:
+                self._output_sent()
 
     # ---------------------------------------------------------------- closing
 

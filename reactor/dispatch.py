@@ -101,6 +101,7 @@ class Strategy:
 
     def __init__(self) -> None:
         self._on_room: list[Callable[[], None]] = []
+        self._users = 0  # servers using this strategy; the last one to close closes it
 
     def has_room(self) -> bool:
         """Can a request start now?"""
@@ -128,6 +129,16 @@ class Strategy:
 
     def close(self, wait: bool = True, timeout: float | None = None) -> None:
         """Stop; with ``wait``, let running work end (up to ``timeout`` seconds)."""
+
+    def claim(self) -> None:
+        """A server starts using this strategy."""
+        self._users += 1
+
+    def release(self, wait: bool = True, timeout: float | None = None) -> None:
+        """A server is done with it; the last one closes it (so a strategy can be shared)."""
+        self._users = max(0, self._users - 1)
+        if self._users == 0:
+            self.close(wait=wait, timeout=timeout)
 
     def statistics(self) -> dict[str, Any]:
         return {"strategy": self.name}
@@ -199,7 +210,13 @@ class _Bounded(Strategy):
                 self.running -= 1
                 job = None
         if job is not None:
-            self._start(*job, reuse=True)
+            try:
+                self._start(*job, reuse=True)
+            except Exception:
+                server, request, client_address = job
+                log.exception("%s: a queued request could not start", server.request_table.name)
+                mark_failed(server, request, "could not start")
+                server.shutdown_request(request)
         self._room_freed()
 
     def _start(self, server: Any, request: Any, client_address: Any, reuse: bool = False) -> None:
@@ -241,6 +258,7 @@ class ThreadPool(_Bounded):
         self._wake = threading.Condition(self._lock)
         self._workers: list[threading.Thread] = []
         self._idle = 0
+        self._running: dict[int, Any] = {}  # worker thread id -> the request it runs
 
     @property
     def max_workers(self) -> int:
@@ -270,12 +288,14 @@ class ThreadPool(_Bounded):
                     if not self._jobs:
                         return  # closing, nothing left
                     server, request, client_address = self._jobs.popleft()
+                    self._running[threading.get_ident()] = request
                 _start_record(server, request)
                 try:
                     run_request(server, request, client_address)
                 except BaseException:
                     log.exception("%s: a worker's request ended with an exiting exception", server.request_table.name)
                 finally:
+                    self._running.pop(threading.get_ident(), None)
                     self._done()
         finally:
             _thread_ended()
@@ -298,8 +318,8 @@ class ThreadPool(_Bounded):
             worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if any(w.is_alive() for w in self._workers):
             log.warning("%r: workers still busy after %ss; shutting their connections down", self, timeout)
-            for job in list(self._jobs):
-                _shut(job[1])
+            for request in list(self._running.values()):
+                _shut(request)  # a handler blocked reading its socket gets EOF
             for worker in self._workers:
                 worker.join(1.0)
         self._workers = [w for w in self._workers if w.is_alive()]

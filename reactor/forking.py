@@ -169,8 +169,8 @@ class Fork(_Bounded):
             if info["reactor"] is not None:
                 info["reactor"].remove_reader(pidfd)
             os.close(pidfd)
-        if info["pipe"] is not None and block:
-            self._drain_pipe(info)
+        if info["pipe"] is not None:
+            self._drain_pipe(info)  # the child is gone: its pipe ends now, even with no loop to read it
         self._maybe_finish(pid)
 
     def _drain_pipe(self, info: dict[str, Any]) -> None:
@@ -234,7 +234,9 @@ class Fork(_Bounded):
             if not self.children:
                 break
             log.warning("%r: %d child(ren) still running; sending %s", self, len(self.children), sig.name)
-            for pid in list(self.children):
+            for pid, info in list(self.children.items()):
+                if "status" in info:
+                    continue  # already reaped: that pid may belong to someone else now
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:

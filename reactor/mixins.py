@@ -19,6 +19,7 @@ defining a class the other way round raises ``TypeError``.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from .datagram import UDPServer
@@ -77,11 +78,13 @@ class _ThreadList:
             self._threads = [t for t in self._threads if t.is_alive()]
             self._threads.append(thread)
 
-    def join(self) -> None:
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the threads (at most ``timeout`` seconds in all; None: as long as it takes)."""
         with self._lock:
             threads, self._threads = self._threads, []
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
-            thread.join()
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def __len__(self) -> int:
         return len(self._threads)
@@ -150,7 +153,7 @@ class ThreadingMixIn:
 
     def server_close(self) -> None:
         super().server_close()  # type: ignore[misc]
-        self._threads.join()
+        self._threads.join(getattr(self, "drain_timeout", None))
 
 
 class ForkingMixIn:
@@ -180,6 +183,8 @@ class ForkingMixIn:
         if strategy is None:
             strategy = Fork(self.max_children)
             self._strategy = strategy
+        elif isinstance(strategy, Fork) and strategy.limit != self.max_children:
+            strategy.limit = self.max_children  # set on the instance after construction
         return strategy
 
     @dispatch.setter

@@ -102,6 +102,7 @@ class BaseServer(Serving):
             if not isinstance(dispatch, Strategy):
                 raise UsageError(f"dispatch must be Inline(), ThreadPool(n) or Fork(n), not {dispatch!r}")
             self.dispatch = dispatch
+        self.dispatch.claim()
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         self.request_table = RequestTable()
@@ -118,6 +119,7 @@ class BaseServer(Serving):
         self._connections: set[Connection] = set()
         self._reply_queue: Any = None  # datagram servers send replies through one
         self._waiting: Any = deque()  # framed connections with a message READY, waiting for room
+        self._released = False  # server_close() gave the strategy back
 
     # ----------------------------------------------------- overridable hooks
 
@@ -128,7 +130,9 @@ class BaseServer(Serving):
         """Clean up the server: stop serving it, then let the strategy's running
         requests end (``block_on_close``, at most ``drain_timeout`` seconds)."""
         self._leave_reactor()
-        self.dispatch.close(wait=self.block_on_close, timeout=self.drain_timeout)
+        if not self._released:
+            self._released = True
+            self.dispatch.release(wait=self.block_on_close, timeout=self.drain_timeout)
 
     def service_actions(self) -> None:  # overriding it makes the loop wake every poll_interval
         """Called once per loop iteration while the server is served.

@@ -5,10 +5,11 @@ socketserver's documentation advises servers that must not block to
 table.  Each accepted connection or received datagram becomes a ``Record``
 with an id, and moves through the states of its kind:
 
-    classic stream  ACCEPTED -> PROCESSING -> CLOSED
+    classic stream  ACCEPTED [-> READY] -> PROCESSING -> CLOSED   (READY: waiting for a worker)
     framed stream   ACCEPTED -> READING -> READY -> PROCESSING -> READING ... -> CLOSING -> CLOSED
                     (PROCESSING -> WRITING -> READING while the peer is slow to read)
-    datagram        RECEIVED -> PROCESSING [-> SENDING] -> DONE
+    datagram        RECEIVED [-> READY] -> PROCESSING [-> SENDING] -> DONE
+    forked child    PROCESSING -> DONE                             (its peer is the pid)
 
 Rules (every one of them enforced here, nowhere else):
 
@@ -212,6 +213,7 @@ class RequestTable:
         self.name = name
         self._clock = clock
         self._records: dict[int, Record] = {}  # id -> record
+        self._live_kinds: dict[Kind, int] = {}  # kind -> live records of that kind
         self._by_request: dict[int, Record] = {}  # id(request object) -> record
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -233,6 +235,7 @@ class RequestTable:
             record = Record(next(self._ids), kind, family_name(family, kind), peer, request, self._clock())
             record.bytes_in = size
             self._records[record.id] = record
+            self._live_kinds[kind] = self._live_kinds.get(kind, 0) + 1
             self._by_request[id(request)] = record
             self.totals["opened"] += 1
         if self._observers or trace.isEnabledFor(logging.DEBUG):
@@ -286,6 +289,7 @@ class RequestTable:
 
     def _forget(self, record: Record, event: Event) -> None:
         del self._records[record.id]
+        self._live_kinds[record.kind] -= 1
         self._by_request.pop(id(record.request), None)
         record.request = None  # do not keep a closed socket alive through the record
         if record.state is State.FAILED:
@@ -306,6 +310,12 @@ class RequestTable:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def live(self, *kinds: Kind) -> int:
+        """How many live records there are of the given kinds (all kinds if none given)."""
+        if not kinds:
+            return len(self._records)
+        return sum(self._live_kinds.get(kind, 0) for kind in kinds)
 
     def __iter__(self) -> Iterator[Record]:
         return iter(self.snapshot())

@@ -38,6 +38,7 @@ def test_transition_tables_in_the_docs_match_the_code():
         TRANSITIONS[Kind.STREAM],
         TRANSITIONS[Kind.CONNECTION],
         TRANSITIONS[Kind.DATAGRAM],
+        TRANSITIONS[Kind.CHILD],
     ]
 
 
