@@ -131,8 +131,13 @@ class Strategy:
         """Stop; with ``wait``, let running work end (up to ``timeout`` seconds)."""
 
     def claim(self) -> None:
-        """A server starts using this strategy."""
+        """A server starts using this strategy (one closed by its last user opens again)."""
+        if self._users == 0:
+            self._reopen()
         self._users += 1
+
+    def _reopen(self) -> None:
+        """Take requests again after ``close()``."""
 
     def release(self, wait: bool = True, timeout: float | None = None) -> None:
         """A server is done with it; the last one closes it (so a strategy can be shared)."""
@@ -185,6 +190,10 @@ class _Bounded(Strategy):
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    def _reopen(self) -> None:
+        with self._lock:
+            self._closing = False
 
     def submit(self, server: Any, request: Any, client_address: Any) -> None:
         with self._lock:
