@@ -10,6 +10,7 @@ Rules every test here follows (see ../shared/STYLE.md "Tests"):
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import shutil
@@ -110,8 +111,11 @@ def client_exchange(name: str, address: Any, payload: bytes, places: Places | No
             try:
                 sock.sendall(payload)
                 sock.shutdown(socket.SHUT_WR)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the server answered and closed before reading it all: read what it said
+            except (BrokenPipeError, ConnectionResetError, OSError) as exc:
+                # The server answered and closed before reading it all (EPIPE,
+                # ECONNRESET, or ENOTCONN from shutdown()): read what it said.
+                if isinstance(exc, OSError) and exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                    raise
             chunks = []
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
