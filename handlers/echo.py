@@ -5,15 +5,28 @@
 * ``DatagramEcho``: a ``DatagramRequestHandler`` that sends each datagram
   back to whoever sent it.
 
+Framed ones (``MessageHandler``): never blocking, and each serves all four
+socket families (on a datagram server each datagram is one message):
+
+* ``LineEcho``: ``Line()`` framing; sends each line back.
+* ``ChunkEcho``: ``Chunk()`` framing; sends back whatever arrived, written
+  the classic way (``self.request.sendall(self.request.recv(65536))``).
+* ``Upper``: ``Line()`` framing; replies ``self.rfile.readline().upper()``,
+  as the stdlib docs' example does.
+
+Serve any of them with ``python -m reactor serve handlers.echo:LineEcho --tcp 127.0.0.1:9000``.
+
 Poke them with ``nc 127.0.0.1 PORT`` (stream) or ``nc -u`` (datagram).
 """
 
 from __future__ import annotations
 
 from .datagram import DatagramRequestHandler
+from .framing import Chunk, Line
+from .message import MessageHandler
 from .stream import StreamRequestHandler
 
-__all__ = ["StreamLineEcho", "DatagramEcho"]
+__all__ = ["StreamLineEcho", "DatagramEcho", "LineEcho", "ChunkEcho", "Upper"]
 
 
 class StreamLineEcho(StreamRequestHandler):
@@ -35,3 +48,30 @@ class DatagramEcho(DatagramRequestHandler):
 
     def handle(self) -> None:
         self.wfile.write(self.packet)
+
+
+class LineEcho(MessageHandler):
+    """Framed: send each line (up to and including ``\\n``) back."""
+
+    framing = Line()
+
+    def handle(self) -> None:
+        self.wfile.write(self.message)
+
+
+class ChunkEcho(MessageHandler):
+    """Framed: send back whatever arrived, as one ``recv`` would have returned it."""
+
+    framing = Chunk()
+
+    def handle(self) -> None:
+        self.request.sendall(self.request.recv(65536))
+
+
+class Upper(MessageHandler):
+    """Framed: reply with the line in upper case (the stdlib docs' example)."""
+
+    framing = Line()
+
+    def handle(self) -> None:
+        self.wfile.write(self.rfile.readline().upper())

@@ -1,4 +1,4 @@
-"""Command line: ``python -m reactor demo``."""
+"""Command line: ``python -m reactor demo`` and ``python -m reactor serve`` (see reactor/cli.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,17 @@ def main(argv: list[str] | None = None) -> int:
         "reactor, talk to each once, show the request table's story, shut down.",
     )
     demo.add_argument("--quiet", action="store_true", help="print only the exchanges and the summary")
+    from .cli import add_serve_parser
+
+    add_serve_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        from .cli import serve
+
+        try:
+            return serve(args)
+        except KeyboardInterrupt:  # a second Ctrl-C while requests were draining
+            return 130
     if args.command == "demo":
         from .demo import run_demo
 

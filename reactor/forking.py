@@ -280,6 +280,8 @@ def _child(server: Any, request: Any, client_address: Any, pipe: tuple[int, int]
     """The body of a forked child: handle one request, then ``os._exit``."""
     status = 1
     try:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)  # the parent's handlers stop the parent's loop
         server._in_child()
         if pipe is not None:
             os.close(pipe[0])

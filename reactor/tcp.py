@@ -65,6 +65,7 @@ class TCPServer(BaseServer):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self.socket.bind(self.server_address)
         self.server_address = self.socket.getsockname()
+        self.request_table.name = self._label()  # the real address, for trace lines
 
     def server_activate(self) -> None:
         """Start listening, with a backlog of ``request_queue_size``."""

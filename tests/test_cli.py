@@ -1,0 +1,272 @@
+"""``python -m reactor serve``: the real command in a subprocess, on real sockets.
+
+Each test starts the command with port 0 / paths in a short temp dir, learns
+the real addresses from the ``serving`` lines it prints, talks to every
+server, stops it with a signal and checks the exit status and that the
+Unix socket files are gone.  The framed echo handlers it serves are also
+tested in-process.  A process still alive at the end is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+import pytest
+
+from conftest import ServingThread, client_exchange, family_params
+from handlers.echo import ChunkEcho, LineEcho, Upper
+from reactor.cli import UsageFailure, load_handler, parse_address
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXIT_TIMEOUT = 10.0
+
+
+class Command:
+    """``python -m reactor serve ARGS`` as a subprocess; stderr goes to a file (never a full pipe)."""
+
+    def __init__(self, *args: str) -> None:
+        self.errors = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "reactor", "serve", *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=self.errors, text=True,
+        )  # fmt: skip
+
+    def serving(self, count: int) -> dict[str, Any]:
+        """Read ``count`` "serving" lines: family name -> the bound address."""
+        found = {}
+        for _ in range(count):
+            line = self.proc.stdout.readline()
+            assert line.startswith("serving "), f"expected a serving line, got {line!r}; stderr: {self.stderr()}"
+            family, where = line.split()[1:3]
+            if family.startswith(("tcp", "udp")):
+                host, _, port = where.rpartition(":")
+                found[family] = (host.strip("[]"), int(port))
+            else:
+                found[family] = where
+        return found
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(signum)
+        return self.proc.wait(EXIT_TIMEOUT)
+
+    def stderr(self) -> str:
+        self.errors.seek(0)
+        return self.errors.read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.errors.close()
+
+
+def run_command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "reactor", "serve", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=EXIT_TIMEOUT,
+    )  # fmt: skip
+
+
+def sockets_in(directory: str) -> list[str]:
+    return [n for n in os.listdir(directory) if n.endswith(".sock")]
+
+
+# ------------------------------------------------ the command, end to end
+
+REPLIES = {
+    "LineEcho": lambda data: data,
+    "ChunkEcho": lambda data: data,
+    "Upper": lambda data: data.upper(),
+}
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("dispatch", ["inline", "thread:2", "fork:2"])
+@pytest.mark.parametrize("handler", ["LineEcho", "Upper", "ChunkEcho"])
+def test_serve_all_four_families_then_sigterm(places, handler, dispatch):
+    unix, dgram = os.path.join(places.dir, "s.sock"), os.path.join(places.dir, "d.sock")
+    command = Command(
+        f"handlers.echo:{handler}", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0",
+        "--unix", unix, "--unix-dgram", dgram, "--dispatch", dispatch,
+    )  # fmt: skip
+    try:
+        found = command.serving(4)
+        assert found == {"tcp4": found["tcp4"], "udp4": found["udp4"], "unix": unix, "unix-dgram": dgram}
+        assert found["tcp4"][1] != 0 and found["udp4"][1] != 0
+        reply = REPLIES[handler]
+        for family, address in found.items():
+            payload = b"hello, " + family.encode() + b"\n"  # the family names are conftest's
+            if family in ("tcp4", "unix"):
+                payload += b"second line\n" + bytes(range(10)) + b"\xff\n"
+            assert client_exchange(family, address, payload, places) == reply(payload), family
+        assert sorted(sockets_in(places.dir)) == ["d.sock", "s.sock"]
+        assert command.stop(signal.SIGTERM) == 0, command.stderr()
+        assert sockets_in(places.dir) == []
+        assert "Traceback" not in command.stderr()
+    finally:
+        command.close()
+
+
+@pytest.mark.timeout(30)
+def test_sigint_stops_it_too_and_ipv6_works(places):
+    args = ["handlers.echo:LineEcho", "--unix", os.path.join(places.dir, "s.sock")]
+    if socket.has_ipv6:
+        args += ["--tcp", "[::1]:0"]
+    command = Command(*args)
+    try:
+        found = command.serving(len(args) // 2)
+        if "tcp6" in found:
+            assert found["tcp6"][0] == "::1"
+            assert client_exchange("tcp6", found["tcp6"], b"six\n") == b"six\n"
+        assert command.stop(signal.SIGINT) == 0, command.stderr()
+        assert sockets_in(places.dir) == []
+    finally:
+        command.close()
+
+
+@pytest.mark.timeout(30)
+def test_trace_shows_every_transition_and_wakeup(places):
+    command = Command("handlers.echo:LineEcho", "--tcp", "127.0.0.1:0", "--trace")
+    try:
+        found = command.serving(1)
+        assert client_exchange("tcp4", found["tcp4"], b"traced\n") == b"traced\n"
+        assert command.stop() == 0
+        err = command.stderr()
+        assert "READING -> READY: message (7 B)" in err, err
+        assert "loop woke after" in err
+    finally:
+        command.close()
+
+
+@pytest.mark.timeout(30)
+def test_bounds_are_set_on_every_server(places):
+    # A 4-byte message limit: a longer line closes the connection without an echo.
+    command = Command("handlers.echo:LineEcho", "--tcp", "127.0.0.1:0", "--max-message-size", "4",
+                      "--idle-timeout", "5", "--request-timeout", "none", "--max-connections", "10")
+    try:
+        found = command.serving(1)
+        assert client_exchange("tcp4", found["tcp4"], b"ok\n") == b"ok\n"
+        assert client_exchange("tcp4", found["tcp4"], b"far too long\n") == b""
+        assert command.stop() == 0
+    finally:
+        command.close()
+
+
+# ------------------------------------------------------------- errors
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "option, text",
+    [("--tcp", "x"), ("--tcp", "::1:9000"), ("--udp", "127.0.0.1:99999"), ("--tcp", "127.0.0.1:"), ("--unix", "")],
+)
+def test_a_bad_address_exits_2_with_one_line(option, text):
+    result = run_command("handlers.echo:LineEcho", option, text)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and f"bad {option} address {text!r}: expected" in lines[0], result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_a_port_in_use_exits_2_and_closes_what_was_opened(places):
+    unix = os.path.join(places.dir, "first.sock")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_command("handlers.echo:LineEcho", "--unix", unix, "--tcp", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(f"cannot bind tcp 127.0.0.1:{port}: [Errno 98] Address already in use")
+    assert len(result.stderr.splitlines()) == 1
+    assert sockets_in(places.dir) == []  # the Unix server opened first was closed
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "spec, why",
+    [
+        ("nope:X", "No module named 'nope'"),
+        ("handlers.echo:Nothing", "module 'handlers.echo' has no 'Nothing'"),
+        ("handlers.framing:Line", "not a request handler class"),
+        ("handlers.echo", "expected MODULE:CLASS"),
+    ],
+)
+def test_a_handler_that_cannot_be_imported_exits_2(spec, why):
+    result = run_command(spec, "--tcp", "127.0.0.1:0")
+    assert result.returncode == 2
+    assert f"cannot import handler {spec!r}: {why}" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("args", [[], ["--tcp", "127.0.0.1:0", "--dispatch", "fork:0"],
+                                  ["--tcp", "127.0.0.1:0", "--dispatch", "pool"],
+                                  ["--tcp", "127.0.0.1:0", "--idle-timeout", "-1"]])
+def test_usage_errors_exit_2(args):
+    result = run_command("handlers.echo:LineEcho", *args)
+    assert result.returncode == 2
+    assert "error:" in result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_help_mentions_every_option():
+    result = run_command("--help")
+    assert result.returncode == 0
+    for option in ["MODULE:CLASS", "--tcp", "--udp", "--unix", "--unix-dgram", "--dispatch", "--max-connections",
+                   "--max-message-size", "--idle-timeout", "--request-timeout", "--write-timeout", "--log-level",
+                   "--trace", "SIGTERM", "examples:"]:
+        assert option in result.stdout, option
+
+
+# ------------------------------------------------- parsing, in-process
+
+
+@pytest.mark.timeout(10)
+def test_parse_address():
+    assert parse_address("tcp", "127.0.0.1:9000") == ("127.0.0.1", 9000)
+    assert parse_address("udp", "[::1]:0") == ("::1", 0)
+    assert parse_address("tcp", "localhost:80") == ("localhost", 80)
+    assert parse_address("unix", "/tmp/x.sock") == "/tmp/x.sock"
+    for bad in ["", "9000", ":9000", "host:", "host:port", "[::1]", "::1:80", "[1.2.3.4]:80", "h:65536"]:
+        with pytest.raises(UsageFailure, match="expected HOST:PORT"):
+            parse_address("tcp", bad)
+
+
+@pytest.mark.timeout(10)
+def test_load_handler():
+    assert load_handler("handlers.echo:Upper") is Upper
+    with pytest.raises(UsageFailure, match="not a request handler class"):
+        load_handler("handlers.echo:__all__")
+
+
+# --------------------------------------------- the echo handlers in-process
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix-dgram"]))
+@pytest.mark.parametrize("handler, payload, reply", [
+    (LineEcho, b"one\n", b"one\n"),
+    (ChunkEcho, b"any bytes \x00\xff", b"any bytes \x00\xff"),
+    (Upper, b"shout\n", b"SHOUT\n"),
+])  # fmt: skip
+def test_echo_handlers_in_process(places, name, handler, payload, reply):
+    server = places.make_server(name, handler)
+    with ServingThread(server):
+        assert client_exchange(name, server.server_address, payload, places) == reply
+
+
+@pytest.mark.timeout(20)
+def test_line_echo_answers_pipelined_lines_in_order(places):
+    server = places.make_server("tcp4", LineEcho)
+    with ServingThread(server):
+        payload = b"".join(b"line %d\n" % i for i in range(200))
+        assert client_exchange("tcp4", server.server_address, payload) == payload
