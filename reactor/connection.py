@@ -276,12 +276,7 @@ class Connection:
         if sent:
             self.record.bytes_out += sent
             del out[:sent]
-        if out and not self._writing:
-            self._reactor.add_writer(self.sock, self._on_writable)
-            self._writing = True
-        elif not out and self._writing:
-            self._reactor.remove_writer(self.sock)
-            self._writing = False
+        self._want_write(bool(out))
 
     def _on_writable(self) -> None:
         self._flush()
@@ -393,6 +388,14 @@ class Connection:
         elif not on and self._reading:
             self._reactor.remove_reader(self.sock)
             self._reading = False
+
+    def _want_write(self, on: bool) -> None:
+        if on and not self._writing:
+            self._reactor.add_writer(self.sock, self._on_writable)
+            self._writing = True
+        elif not on and self._writing:
+            self._reactor.remove_writer(self.sock)
+            self._writing = False
 
     def _set_deadline(self, bound: str | None) -> None:
         """Arm the deadline of ``bound`` (a server attribute name, or "linger"); None disarms."""

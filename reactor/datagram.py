@@ -39,6 +39,9 @@ _FULL = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR})
 
 #: Seconds a reply sent without a loop (in a forked child) may wait for room.
 SEND_WAIT = 5.0
+# What one send attempt came to.
+SENT, FULL, FAILED = "sent", "full", "failed"
+
 #: Retry delays for replies waiting on a full socket: first, and the cap.
 RETRY_FIRST = 0.01
 RETRY_MAX = 1.0
@@ -152,17 +155,8 @@ class ReplyQueue:
     def send(self, record: Record | None, data: bytes, address: Any) -> None:
         if no_address(address):
             return  # an unbound Unix datagram client cannot be answered
-        if address not in self._stuck:
-            try:
-                sent = self.server.socket.sendto(data, address)
-            except OSError as exc:
-                if exc.errno not in _FULL:
-                    self._failed(record, exc)
-                    return
-            else:
-                if record is not None:
-                    record.bytes_out += sent
-                return
+        if address not in self._stuck and self._attempt(record, data, address) is not FULL:
+            return
         reactor = self.server.reactor
         if reactor is None:
             self._send_waiting(record, data, address)  # a child, or handle_request(): no loop to queue on
@@ -173,20 +167,9 @@ class ReplyQueue:
 
     def _send_waiting(self, record: Record | None, data: bytes, address: Any) -> None:
         # Without a loop, wait (a bounded time) for the socket to take it.
-        sock = self.server.socket
         deadline = time.monotonic() + SEND_WAIT
         delay = RETRY_FIRST
-        while True:
-            try:
-                sent = sock.sendto(data, address)
-            except OSError as exc:
-                if exc.errno not in _FULL:
-                    self._failed(record, exc)
-                    return
-            else:
-                if record is not None:
-                    record.bytes_out += sent
-                return
+        while self._attempt(record, data, address) is FULL:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.server.request_table.count("replies_dropped")
@@ -194,6 +177,21 @@ class ReplyQueue:
                 return
             time.sleep(min(delay, left))  # a forked child's own wait: no loop to wake
             delay = min(RETRY_MAX, delay * 2)
+
+    def _attempt(self, record: Record | None, data: bytes, address: Any) -> Any:
+        """Try to send one reply now: SENT, FULL (try again later), or FAILED (counted)."""
+        try:
+            sent = self.server.socket.sendto(data, address)
+        except OSError as exc:
+            if exc.errno in _FULL:
+                return FULL
+            self._failed(record, exc)
+            return FAILED
+        if record is not None:
+            record.bytes_out += sent
+            if record.state is State.SENDING:
+                self.server.request_table.transition(record, Event.SENT, f"{sent} B")
+        return SENT
 
     def _enqueue(self, record: Record | None, data: bytes, address: Any) -> None:
         table = self.server.request_table
@@ -215,7 +213,6 @@ class ReplyQueue:
     def _retry(self) -> None:
         """Try every waiting reply once, in order, skipping peers still full."""
         self._timer = None
-        table, sock = self.server.request_table, self.server.socket
         still_full: set[Any] = set()
         progress = False
         for _ in range(len(self._queue)):
@@ -223,22 +220,13 @@ class ReplyQueue:
             if address in still_full:
                 self._queue.append(entry)  # keep this peer's order
                 continue
-            try:
-                sent = sock.sendto(data, address)
-            except OSError as exc:
-                if exc.errno in _FULL:
-                    still_full.add(address)
-                    self._queue.append(entry)
-                    continue
-                self._unstick(address)
-                self._failed(record, exc)
+            outcome = self._attempt(record, data, address)
+            if outcome is FULL:
+                still_full.add(address)
+                self._queue.append(entry)
                 continue
-            progress = True
+            progress = progress or outcome is SENT
             self._unstick(address)
-            if record is not None:
-                record.bytes_out += sent
-                if record.state is State.SENDING:
-                    table.transition(record, Event.SENT, f"{sent} B")
         if self._queue and self.server.reactor is not None:
             self._delay = RETRY_FIRST if progress else min(RETRY_MAX, self._delay * 2)
             self._timer = self.server.reactor.call_later(self._delay, self._retry)

@@ -166,6 +166,18 @@ def run_until(r: reactor.Reactor, predicate: Callable[[], bool], timeout: float 
         r.run_once(min(left, 0.1))
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> None:
+    """Poll ``predicate`` (state another thread changes) until true; fail loudly after ``timeout``.
+
+    For a loop running on another thread; drive a loop of your own with ``run_until``.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout}s: {what or predicate}")
+        time.sleep(0.005)  # a polling interval, not an ordering assumption
+
+
 class ServingThread:
     """``server.serve_forever()`` on a thread; shut down, joined and (unless close=False) closed on exit."""
 

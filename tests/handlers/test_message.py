@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import io
 import socket
-import time
 
 import pytest
-from conftest import CLIENT_TIMEOUT, FOUR_FAMILIES, ServingThread, client_exchange, family_params
+from conftest import FOUR_FAMILIES, ServingThread, client_exchange, family_params, wait_for
 
 import reactor
 from handlers.message import MessageRequest, MessageWriter
@@ -70,7 +69,5 @@ def test_the_handler_sees_a_socket_shaped_request_and_its_connection(name, place
         if name in ("tcp4", "unix"):
             # close() ends the connection after the reply, with a lingering
             # close that waits for the client's EOF: wait for it, bounded.
-            deadline = time.monotonic() + CLIENT_TIMEOUT
-            while (server.request_table.totals["finished"] < 1 or server.connections) and time.monotonic() < deadline:
-                time.sleep(0.005)
+            wait_for(lambda: server.request_table.totals["finished"] == 1 and not server.connections)
             assert server.request_table.totals["finished"] == 1 and server.connections == ()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import CLIENT_TIMEOUT, FAMILIES, ReactorThread, connect, family_params
+from conftest import CLIENT_TIMEOUT, FAMILIES, ReactorThread, connect, family_params, wait_for
 
 import reactor
 from reactor import State
@@ -50,14 +50,6 @@ def make(places: Any, name: str, handler: type, **attrs: Any) -> Any:
     server = places.make_server(name, handler, cls=cls)
     server.errors = []
     return server
-
-
-def wait_for(predicate: Any, timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s: {what or predicate}")
-        time.sleep(0.005)  # a polling interval, not an ordering assumption
 
 
 def counter(server: Any, name: str) -> int:

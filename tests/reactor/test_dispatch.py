@@ -31,7 +31,7 @@ from conftest import (
 
 import handlers
 import reactor
-from handlers.echo import DatagramEcho, StreamLineEcho
+from handlers.echo import StreamLineEcho
 
 ALL_FAMILIES = STREAM_FAMILIES + DGRAM_FAMILIES
 

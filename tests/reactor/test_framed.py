@@ -16,7 +16,6 @@ import socket
 import struct
 import sys
 import threading
-import time
 from typing import Any, Iterator
 
 import pytest
@@ -24,12 +23,13 @@ from conftest import (
     CLIENT_TIMEOUT,
     DGRAM_FAMILIES,
     FAMILIES,
-    STREAM_FAMILIES,
     ReactorThread,
+    STREAM_FAMILIES,
     client_exchange,
     connect,
     family_params,
     read_all,
+    wait_for,
 )
 
 import reactor
@@ -45,15 +45,6 @@ def served(server: Any) -> Iterator[reactor.Reactor]:
     r.add_server(server)
     with ReactorThread(r):
         yield r
-
-
-def wait_for(predicate: Any, timeout: float = 5.0, what: str = "") -> None:
-    """Poll ``predicate`` (it reads state the loop thread changes) until true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s: {what or predicate}")
-        time.sleep(0.005)  # a polling interval, not an ordering assumption
 
 
 @contextlib.contextmanager

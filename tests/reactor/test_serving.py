@@ -19,6 +19,7 @@ from conftest import (
     client_exchange,
     family_params,
     run_until,
+    wait_for,
 )
 
 import reactor
@@ -209,9 +210,7 @@ def test_shutdown_on_a_shared_reactor_stops_only_that_server(places):
         r.add_server(b)
         with ReactorThread(r, close=False):
             a.shutdown()  # from another thread: does not wait, does not stop the reactor
-            deadline = time.monotonic() + CLIENT_TIMEOUT
-            while a in r.servers and time.monotonic() < deadline:
-                time.sleep(0.005)  # polling a condition with a deadline, not ordering
+            wait_for(lambda: a not in r.servers, what="the reactor to drop a")
             assert r.servers == (b,)
             assert client_exchange("udp4", b.server_address, b"still here\n") == b"still here\n"
         assert a.reactor is None

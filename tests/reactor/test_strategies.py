@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable
 
 import pytest
-from conftest import CLIENT_TIMEOUT, FAMILIES, FOUR_FAMILIES, ReactorThread, ServingThread, client_exchange, connect
+from conftest import CLIENT_TIMEOUT, FAMILIES, FOUR_FAMILIES, ReactorThread, ServingThread, client_exchange, connect, wait_for
 from conftest import read_all
 
 import handlers
@@ -33,15 +33,6 @@ from reactor.dispatch import live_worker_threads
 STRATEGIES: dict[str, Callable[[], Any]] = {"inline": Inline, "pool": lambda: ThreadPool(4), "fork": lambda: Fork(4)}
 
 # ------------------------------------------------------------------ helpers
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> None:
-    """Poll ``predicate`` (state another thread changes) until true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s: {what or predicate}")
-        time.sleep(0.005)  # a polling interval, not an ordering assumption
 
 
 def touch(path: str) -> None:
