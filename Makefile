@@ -4,12 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo venv clean
+.PHONY: test demo venv tools clean
 
 # Subprocesses (the CLI, the demo, the examples) are measured too: the .pth
 # file installed below starts coverage in every Python process that finds
 # COVERAGE_PROCESS_START set, and COVERAGE_FILE puts all data in one place.
-test: $(STAMP)
+test: $(STAMP) tools
 	$(PY) -m coverage erase
 	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml COVERAGE_FILE=$(CURDIR)/.coverage \
 		$(PY) -m coverage run -m pytest $(PYTEST_ARGS)
@@ -20,6 +20,22 @@ demo: $(STAMP)
 	$(PY) -m reactor demo
 
 venv: $(STAMP)
+
+# Independent clients the tests talk to (socat for every family, redis-cli
+# and redis-benchmark for the RESP example), installed from Debian's packages
+# when missing.  If that is impossible the tests that need them skip, saying so.
+tools:
+	@if command -v socat >/dev/null && command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null; then \
+		exit 0; \
+	fi; \
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	if command -v apt-get >/dev/null; then \
+		( $$SUDO apt-get install -y -q socat redis-tools >/dev/null 2>&1 \
+		  || { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q socat redis-tools >/dev/null 2>&1; } ) \
+		|| echo "make tools: could not install socat/redis-tools; the tests that need them will skip"; \
+	else \
+		echo "make tools: no apt-get here; the tests that need socat/redis-tools will skip"; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
