@@ -75,6 +75,14 @@ class Handle:
         return f"<{type(self).__name__} {name}{' cancelled' if self.cancelled else ''}>"
 
 
+def _describe(handle: Handle) -> str:
+    """Name a handle's callback for the trace: ``Connection._expired on <Connection #3 ...>``."""
+    callback = handle.callback
+    name = getattr(callback, "__qualname__", repr(callback))
+    owner = getattr(callback, "__self__", None)
+    return name if owner is None else f"{name} on {owner!r}"
+
+
 class _IOHandle(Handle):
     """A reader or writer registration; cancelling it unwatches the descriptor."""
 
@@ -359,14 +367,12 @@ class Reactor:
 
         # 4. Timers that are due join the ready queue.
         now = self._clock()
-        due = 0
         while self._timers and self._timers[0].when <= now:
             timer = heapq.heappop(self._timers)
             if not timer.cancelled:
                 self._ready.append(timer)
-                due += 1
-        if tracing and due:
-            trace.debug("%d timer(s) due", due)
+                if tracing:
+                    trace.debug("timer fired: %s (due %.3fs ago)", _describe(timer), now - timer.when)
 
         # 5. Callbacks queued before this point; ones they queue wait a turn.
         for _ in range(len(self._ready)):

@@ -468,6 +468,24 @@ def test_trace_logs_wakeups_only_at_debug(caplog, socks, level):
     assert any(woke.search(line) for line in lines) if level == logging.DEBUG else lines == []
 
 
+class _Owner:
+    def __repr__(self) -> str:
+        return "<the owner>"
+
+    def tick(self) -> None:
+        pass
+
+
+def test_trace_names_each_timer_that_fires(caplog, clock, fr):
+    caplog.set_level(logging.DEBUG, logger="reactor.trace")
+    fr.call_later(1, _Owner().tick)
+    fr.call_later(1, boom).cancel()
+    clock.now += 2
+    fr.run_once(0)
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "reactor.trace"]
+    assert lines == ["timer fired: _Owner.tick on <the owner> (due 1.000s ago)"]
+
+
 SOURCES = {
     "call_soon": lambda r, a, b: r.call_soon(boom),
     "timer": lambda r, a, b: r.call_later(0, boom),
