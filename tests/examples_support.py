@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 READY = "serving; Ctrl-C to stop"
 CLOSED = "closed; socket files left: none"
-_ADDRESS = re.compile(r"^\s+(?P<label>[\w.-]+)\s+(?P<address>\(.*\)|/\S+)\s*$")
+_ADDRESS = re.compile(r"^\s+(?P<label>[\w.-]+)\s+(?:fd \d+\s+)?(?P<address>\(.*\)|/\S+)\s*$")
 
 
 @dataclass
