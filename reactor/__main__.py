@@ -15,10 +15,14 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser(
         "demo",
         help="echo servers on TCP, UDP, Unix stream and Unix datagram in one reactor",
-        description="Start a line-echo server on each of the four socket families in ONE "
-        "reactor, talk to each once, show the request table's story, shut down.",
+        description="Start a framed line-echo server on each of the four socket families in ONE "
+        "reactor, drive a few clients against each while one slow client holds half a line, "
+        "show the request table's transitions as a timeline and a summary per family, shut down.",
     )
     demo.add_argument("--quiet", action="store_true", help="print only the exchanges and the summary")
+    demo.add_argument(
+        "--trace", action="store_true", help="also log every transition and loop wake-up (reactor.trace) to stderr"
+    )
     from .cli import add_serve_parser
 
     add_serve_parser(commands)
@@ -33,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(verbose=not args.quiet)
+        return run_demo(verbose=not args.quiet, trace=args.trace)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse refuses first
     return 2  # pragma: no cover
 
