@@ -155,6 +155,8 @@ def test_main_dispatches_the_demo_command(capsys: Any) -> None:
 def test_trace_logs_every_transition_and_leaves_logging_as_it_was(capsys: Any) -> None:
     logger = logging.getLogger("reactor.trace")
     handlers, level = list(logger.handlers), logger.level
+    from reactor.__main__ import main
+
     assert main(["demo", "--quiet", "--trace"]) == 0
     out, err = capsys.readouterr()
     check_output(out, verbose=False)
