@@ -245,16 +245,24 @@ class FrameBuffer:
         self.limit = own if limit is None else limit if own is None else min(limit, own)
         self._data: Data = b""
 
-    def feed(self, data: Data) -> None:
-        """Append received bytes."""
-        if not self._data:
+    def feed(self, data: Data) -> int:
+        """Append received bytes; return how many were buffered before them.
+
+        (0 means ``data`` starts a new message: the caller can start that
+        message's clock without asking again.)
+        """
+        held = self._data
+        if not held:
             # The common case: keep the read's own bytes, no copy (only an
             # immutable bytes object can be kept without risk of aliasing).
             self._data = data if type(data) is bytes else bytes(data)
-        elif isinstance(self._data, bytearray):
-            self._data += data
+            return 0
+        before = len(held)
+        if isinstance(held, bytearray):
+            held += data  # in place: self._data grows
         else:
-            self._data = bytearray(self._data) + data
+            self._data = bytearray(held) + data
+        return before
 
     def next(self) -> bytes | None:
         """Remove and return the next complete message, or None if there is none yet."""

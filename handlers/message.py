@@ -131,20 +131,88 @@ class MessageRequest:
         return f"<MessageRequest {len(self.message)} bytes from {self.connection!r}>"
 
 
-class MessageWriter(io.BufferedIOBase):
-    """``wfile`` of a framed handler: ``write`` queues bytes and returns at once."""
+class MessageWriter:
+    """``wfile`` of a framed handler: ``write`` queues bytes and returns at once.
+
+    It has the writing half of ``io.BufferedIOBase`` (``write``,
+    ``writelines``, ``flush``, ``close``, ``closed``, use as a context
+    manager) and is registered as one, so ``isinstance`` checks and
+    wrappers such as ``io.TextIOWrapper`` accept it.  It is a small class
+    of its own rather than a subclass because one is made for every
+    message, and an ``io`` object costs several times more to make and
+    close.
+    """
+
+    __slots__ = ("_request", "closed")
 
     def __init__(self, request: MessageRequest) -> None:
-        super().__init__()
         self._request = request
+        self.closed = False
+
+    def write(self, b: Any) -> int:
+        """Queue ``b`` (any bytes-like object); returns its length.  Never blocks."""
+        if self.closed:
+            raise ValueError("write to a closed MessageWriter")
+        return self._request.send(b)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        """Nothing to do: output goes out when the handler is done."""
+        if self.closed:
+            raise ValueError("flush of a closed MessageWriter")
+
+    def close(self) -> None:
+        self.closed = True
 
     def writable(self) -> bool:
         return True
 
-    def write(self, b: Any) -> int:
-        if self.closed:
-            raise ValueError("write to a closed MessageWriter")
-        return self._request.send(b)
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def isatty(self) -> bool:
+        return False
+
+    def __enter__(self) -> "MessageWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<MessageWriter for {self._request!r}>"
+
+
+io.BufferedIOBase.register(MessageWriter)
+
+
+class _OnFirstUse:
+    """A handler attribute made the first time it is read, then kept.
+
+    Most handlers use one of ``rfile``/``request.recv`` and one of
+    ``wfile``/``request.send``; making only what is used saves work on
+    every message.  Assigning the attribute (in a subclass's ``setup``)
+    simply replaces it.
+    """
+
+    def __init__(self, make: Callable[[Any], Any]) -> None:
+        self._make = make
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, handler: Any, owner: type | None = None) -> Any:
+        if handler is None:
+            return self
+        value = self._make(handler)
+        handler.__dict__[self._name] = value
+        return value
 
 
 class MessageHandler(BaseRequestHandler):
@@ -158,13 +226,19 @@ class MessageHandler(BaseRequestHandler):
 
     framing: Framer = Line()
 
+    #: Reads the message (an ``io.BytesIO``); made when first used.
+    rfile = _OnFirstUse(lambda handler: io.BytesIO(handler.request.message))
+    #: Queues the reply (a ``MessageWriter``); made when first used.
+    wfile = _OnFirstUse(lambda handler: MessageWriter(handler.request))
+
     def setup(self) -> None:
         request = self.request
         self.message = request.message
         self.connection = request.connection
-        self.rfile = io.BytesIO(self.message)
-        self.wfile = MessageWriter(request)
 
     def finish(self) -> None:
-        self.wfile.close()
-        self.rfile.close()
+        made = self.__dict__
+        if "wfile" in made:
+            made["wfile"].close()
+        if "rfile" in made:
+            made["rfile"].close()

@@ -253,6 +253,8 @@ class BaseServer(Serving):
 
     def _request_over(self, request: Any) -> None:
         """Record the end of ``request`` (any thread); accepting may resume."""
+        if type(request) is MessageRequest and type(request.connection) is Connection:
+            return  # one message of a framed connection: the connection keeps the record
         if self.request_table.finish(request) is not None and self._gate is not None and self._gate.paused:
             self._gate.connection_ended()
 

@@ -44,7 +44,19 @@ log = logging.getLogger("reactor")
 trace = logging.getLogger("reactor.trace")
 
 
-class Kind(enum.Enum):
+class _FastHash(enum.Enum):
+    """An enum whose members hash by identity, in C.
+
+    Every transition looks ``(state, event)`` up in a dict, several times per
+    message; ``Enum.__hash__`` is a Python function (it hashes the name).
+    Members are singletons, and equality is identity, so identity hashing
+    is correct and takes the interpreter's fast path.
+    """
+
+    __hash__ = object.__hash__
+
+
+class Kind(_FastHash):
     """What sort of request a record stands for."""
 
     STREAM = "stream"  # a connection whose socket a classic handler owns
@@ -53,7 +65,7 @@ class Kind(enum.Enum):
     CHILD = "child"  # a forked child running a request (its peer is the pid)
 
 
-class State(enum.Enum):
+class State(_FastHash):
     ACCEPTED = "accepted"  # a connection came out of accept(), not yet dispatched
     RECEIVED = "received"  # a datagram came out of recvfrom(), not yet dispatched
     READING = "reading"  # framed: waiting for the rest of a message
@@ -67,7 +79,7 @@ class State(enum.Enum):
     FAILED = "failed"  # final: an exception escaped the lifecycle; handle_error saw it
 
 
-class Event(enum.Enum):
+class Event(_FastHash):
     DISPATCH = "dispatch"  # process_request() was called for it
     FINISH = "finish"  # the request is over (shutdown_request/close_request, or output flushed)
     REJECT = "reject"  # verify_request() said no
@@ -242,8 +254,11 @@ class RequestTable:
             self._report(record, None, None, record.state, f"new {record.family} request from {peer!r}")
         return record
 
-    def transition(self, record: Record, event: Event, reason: str = "") -> State:
+    def transition(self, record: Record, event: Event, reason: Any = "") -> State:
         """Apply ``event`` to ``record`` and return its new state.
+
+        ``reason`` says why, for the trace and observers: a string, or any
+        object whose ``str()`` is one (formatted only when someone looks).
 
         Raises ``TransitionError`` (and changes nothing) if the record's
         kind does not allow ``event`` in its current state.  A final state
@@ -369,7 +384,8 @@ class RequestTable:
     def remove_observer(self, callback: Callable[..., None]) -> None:
         self._observers.remove(callback)
 
-    def _report(self, record: Record, old: State | None, event: Event | None, new: State, reason: str) -> None:
+    def _report(self, record: Record, old: State | None, event: Event | None, new: State, reason: Any) -> None:
+        reason = str(reason)  # callers may pass an object that formats itself only now
         if trace.isEnabledFor(logging.DEBUG):
             where = f"{self.name} " if self.name else ""
             if old is None:
