@@ -54,6 +54,9 @@ READ_SIZE = 65536
 #: How long a lingering close waits for the peer's EOF before closing anyway.
 LINGER = 2.0
 
+_INET = (socket.AF_INET, socket.AF_INET6)
+_OVER = (State.CLOSED, State.FAILED)
+
 _READING, _READY, _PROCESSING = State.READING, State.READY, State.PROCESSING
 _WRITING, _CLOSING = State.WRITING, State.CLOSING
 
@@ -142,6 +145,14 @@ class Connection:
     def start(self) -> None:
         """Take over the socket: nonblocking, watched for input."""
         self.sock.setblocking(False)
+        if self.sock.family in _INET:
+            # Replies go out as soon as they are ready: without this, Nagle's
+            # algorithm holds a small reply back until the peer acknowledges
+            # the previous one, which a delayed ACK makes about 40 ms.
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         self._table.transition(self.record, Event.START, "framed: the reactor reads")
         self._want_read(True)
         self._set_deadline("idle_timeout")
@@ -184,33 +195,40 @@ class Connection:
 
     def _pump(self) -> None:
         """Dispatch buffered messages one at a time while the connection is READING."""
-        table, record, frames = self._table, self.record, self._frames
         self._pumping = True
         try:
-            while record.state is _READING:
-                if self._close_asked:
-                    self._begin_closing(Event.CLOSE, "close() asked for it")
-                    return
-                try:
-                    message = frames.next()
-                except ProtocolError as exc:
-                    self._protocol_error(exc)
-                    return
-                except Exception:
-                    log.exception("%s: %r: the framer failed", table.name, self.client_address)
-                    self._fail("the framer raised")
-                    return
-                if message is None:
-                    self._wait_for_input()
-                    return
-                table.transition(record, Event.MESSAGE, _Size(message))
-                dispatch = self.server.dispatch
-                if not dispatch.inline and not dispatch.has_room():
-                    self.server._wait_for_room(self, message)  # READY until a worker is free
-                    return
-                self._dispatch(message)
+            self._pump_messages()
         finally:
             self._pumping = False
+        # Replies to the messages handled in this pump were queued, not sent:
+        # one send for all of them (16 pipelined requests, one reply segment).
+        if self._out and not self._writing and self.record.state not in _OVER:
+            self._flush()
+
+    def _pump_messages(self) -> None:
+        table, record, frames = self._table, self.record, self._frames
+        while record.state is _READING:
+            if self._close_asked:
+                self._begin_closing(Event.CLOSE, "close() asked for it")
+                return
+            try:
+                message = frames.next()
+            except ProtocolError as exc:
+                self._protocol_error(exc)
+                return
+            except Exception:
+                log.exception("%s: %r: the framer failed", table.name, self.client_address)
+                self._fail("the framer raised")
+                return
+            if message is None:
+                self._wait_for_input()
+                return
+            table.transition(record, Event.MESSAGE, _Size(message))
+            dispatch = self.server.dispatch
+            if not dispatch.inline and not dispatch.has_room():
+                self.server._wait_for_room(self, message)  # READY until a worker is free
+                return
+            self._dispatch(message)
 
     def _wait_for_input(self) -> None:
         """Nothing complete is buffered: read on, under the right deadline."""
@@ -268,7 +286,15 @@ class Connection:
                 self._frames.unread(unread)  # a Chunk handler that recv()'d less than it got
         output = request.output
         if output:
-            self._send(output[0] if len(output) == 1 else b"".join(output))
+            data = output[0] if len(output) == 1 else b"".join(output)
+            if self._pumping:
+                self._out += data  # inline, inside _pump: sent when the pump ends
+            else:
+                self._send(data)
+                if record.state is not _PROCESSING:
+                    return  # the write failed and closed us
+        if len(self._out) > self.server.output_high_water:
+            self._flush()  # what the kernel takes now does not count against us
             if record.state is not _PROCESSING:
                 return  # the write failed and closed us
         if len(self._out) > self.server.output_high_water:
@@ -342,6 +368,10 @@ class Connection:
         self._table.transition(self.record, event, reason)
         self._want_read(False)
         self._linger = not self._eof
+        if self._out:
+            self._flush()  # replies queued by the pump that led here
+            if self.record.state is not _CLOSING:
+                return  # the write failed and closed us
         if self._out:
             self._set_deadline("write_timeout")
         else:

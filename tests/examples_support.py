@@ -107,7 +107,12 @@ def served(name: str, *args: str, timeout: float = 20.0, env: dict[str, str] | N
         process.communicate(timeout=10)
         raise
     process.send_signal(signal.SIGTERM)
-    out, err_bytes = process.communicate(timeout=timeout)
+    try:
+        out, err_bytes = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err_bytes = process.communicate(timeout=10)
+        raise AssertionError(f"no exit within {timeout}s of SIGTERM; stderr: {err_bytes.decode()}") from None
     err = err_bytes.decode()
     run.lines.extend(out.decode().splitlines())
     report = f"exit {process.returncode}\n--- stdout\n{os.linesep.join(run.lines)}\n--- stderr\n{err}"

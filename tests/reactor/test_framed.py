@@ -243,6 +243,53 @@ def test_hundred_pipelined_lines_are_answered_in_order(places, name):
     assert (totals["opened"], totals["finished"], totals["failed"]) == (1, 1, 0)
 
 
+class CountingSocket:
+    """An accepted socket that counts its ``send`` calls (everything else passes through)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.sends: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def send(self, data: Any, *flags: int) -> int:
+        sent = self._sock.send(data, *flags)
+        self.sends.append(sent)
+        return sent
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("name", family_params(STREAM_FAMILIES))
+def test_replies_to_one_read_of_pipelined_messages_go_out_in_one_send(places, name):
+    accepted: list[CountingSocket] = []
+
+    def get_request(self: Any) -> Any:
+        sock, address = self.socket.accept()
+        accepted.append(CountingSocket(sock))
+        return accepted[-1], address
+
+    lines = b"".join(b"line %02d\n" % i for i in range(16))
+    with make(places, name, Upper, get_request=get_request) as server, served(server):
+        with connect(server) as client:
+            client.sendall(lines)  # one small write: one segment, one read on the server
+            assert recv_exactly(client, len(lines)) == lines.upper()
+            wait_for(lambda: accepted[0].sends)  # the count is taken after send() returns
+            assert accepted[0].sends == [len(lines)]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("name", family_params(["tcp4", "tcp6"]))
+def test_framed_tcp_connections_do_not_wait_for_nagle(places, name):
+    class NoDelay(reactor.MessageHandler):
+        def handle(self) -> None:
+            on = self.connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            self.wfile.write(b"%d\n" % bool(on))
+
+    with make(places, name, NoDelay) as server, served(server):
+        assert client_exchange(name, server.server_address, b"?\n") == b"1\n"
+
+
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize("name", family_params(STREAM_FAMILIES))
 def test_half_close_gets_every_reply_then_eof(places, name):
