@@ -1,9 +1,13 @@
-"""The docs' transition tables say exactly what reactor.table.TRANSITIONS does."""
+"""The docs say what the code does: the transition tables match reactor.table.TRANSITIONS,
+and the API reference names every public name."""
 
 from __future__ import annotations
 
+import importlib
 import pathlib
 import re
+
+import pytest
 
 from reactor.table import TRANSITIONS, Event, Kind, State
 
@@ -51,3 +55,41 @@ def test_the_listing_in_the_docs_matches_the_code():
     for kind, table in TRANSITIONS.items():
         for (state, event), new in table.items():
             assert re.search(rf"{state.name}\s+--{event.name.lower()}--> {new.name}", text), (kind, state, event)
+
+
+API_DOC = DOCS / "api.md"
+
+
+def api_reference_names(path: pathlib.Path = API_DOC) -> set[str]:
+    """The names an API page documents: in a heading, or alone in a code span.
+
+    A code span counts when it is the name itself, optionally qualified and
+    optionally called: `Line`, `handlers.MessageRequest`, `Fork(max_children=40)`.
+    A name inside a longer span (`server.dispatch = Fork()`) does not.
+    """
+    text = path.read_text()
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("#"):
+            names.update(re.findall(r"\w+", line))
+    for span in re.findall(r"`([^`\n]+)`", text):
+        match = re.fullmatch(r"(?:[\w.]+\.)?(\w+)(?:\(.*\))?(?: -> .*)?", span.strip())
+        if match:
+            names.add(match.group(1))
+    return names
+
+
+def test_api_reference_name_finder_is_strict() -> None:
+    found = api_reference_names()
+    assert {"Line", "MessageRequest", "Fork"} <= found
+    assert "NoSuchName" not in found and "TRANSITIONS_OF_NOTHING" not in found
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["reactor", "handlers", "reactor.errors", "handlers.framing", "handlers.echo", "reactor.datagram"],
+)
+def test_every_public_name_is_in_the_api_reference(module: str) -> None:
+    names = importlib.import_module(module).__all__
+    missing = sorted(set(names) - api_reference_names())
+    assert missing == [], f"docs/api.md has no heading or code span for {module}: {missing}"
