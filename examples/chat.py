@@ -43,14 +43,12 @@ connection and frees its queue.  So one member costs at most
 
 Shortcuts taken on purpose:
 
-* ``reactor.Connection`` has no public way to queue bytes for a
-  connection other than the one a handler is answering.  ``push()`` and
-  ``queued()`` below use two private members of ``Connection`` (its
-  output queue ``_out`` and ``_want_write()``), and are the only place
-  that does.  They are safe only on the loop's thread, hence inline
-  dispatch: under ``ThreadPool`` or ``Fork`` a handler would need
-  ``Reactor.call_soon_threadsafe``, and under ``Fork`` it could not reach
-  the other connections at all.
+* Other members are written to with ``Connection.send()``, which queues
+  bytes for a connection other than the one a handler is answering, and
+  their backlog is read from ``Connection.queued``.  Inline dispatch:
+  the room is plain Python state shared by every handler, so it stays on
+  the loop's thread (under ``Fork`` a child could not reach the other
+  connections at all).
 * Joining and leaving are seen through the request table's observer (a
   framed connection's record moves ACCEPTED -> READING when the reactor
   takes it over, and to CLOSING, CLOSED or FAILED when it ends): a
@@ -83,30 +81,6 @@ MAX_BEHIND = 256 * 1024  # bytes that may wait for one member before it is dropp
 MAX_MEMBERS = 100  # per server; with MAX_BEHIND, bounds the room's memory
 NICK = re.compile(r"[A-Za-z0-9_-]{1,20}")
 CLIENT_TIMEOUT = 5.0
-
-
-# --------------------------------------------------------- the missing API
-
-
-def push(connection: reactor.Connection, data: bytes) -> None:
-    """Queue ``data`` for ``connection``; the reactor sends it as the peer reads.
-
-    GAP: the library has no public ``Connection.send()``.  This does what
-    a handler's own reply does, minus the high-water accounting: append to
-    the output queue and ask the loop to watch for writability.  It leaves
-    the sending to the loop's write callback, which keeps watching while
-    anything is left and moves a connection that was over its high-water
-    mark back to reading once it has drained.  (So the lines of one read
-    go out together, in one ``send()``, on the loop's next pass; until
-    then ``/who`` counts them as waiting.)  Loop thread only.
-    """
-    connection._out += data
-    connection._want_write(True)
-
-
-def queued(connection: reactor.Connection) -> int:
-    """Bytes waiting in ``connection``'s output queue (GAP: no public accessor)."""
-    return len(connection._out)
 
 
 # ----------------------------------------------------------------- the room
@@ -168,17 +142,17 @@ class Room:
         """Queue ``line`` for one member, or drop the member if it is too far behind."""
         if connection.closing:
             return
-        if queued(connection) + len(line) > self.max_behind:
+        if connection.queued + len(line) > self.max_behind:
             connection.data["dropped"] = True
-            push(connection, b"* you are too far behind; bye\n")
+            connection.send(b"* you are too far behind; bye\n")
             connection.close()  # after the queue is sent; the observer announces it
             return
-        push(connection, line)
+        connection.send(line)
 
     def who(self) -> bytes:
         names = []
         for member in self.members:
-            behind = queued(member)
+            behind = member.queued
             names.append(member.data["name"] + (f" ({behind} bytes waiting)" if behind else ""))
         return f"* here: {', '.join(names)}\n".encode()
 

@@ -39,7 +39,7 @@ import socket
 import threading
 from typing import Any
 
-from handlers.errors import MessageTooLong, ProtocolError
+from handlers.errors import ClosedError, MessageTooLong, ProtocolError
 from handlers.framing import FrameBuffer
 from handlers.message import MessageRequest
 
@@ -78,7 +78,8 @@ class Connection:
     """One framed connection of a server.  Handlers see it as ``self.connection``.
 
     For handlers: ``data`` (a dict for per-connection state), ``close()``
-    (close once the queued output is sent), ``closing``, ``client_address``,
+    (close once the queued output is sent), ``send(data)`` and ``queued``
+    (push to a connection other than one's own), ``closing``, ``client_address``,
     ``id`` (the table record's id), ``messages`` (how many were handled).
     The rest is the reactor's.
     """
@@ -127,6 +128,39 @@ class Connection:
         self._close_asked = True
         if self.record.state is _READING or self.record.state is _WRITING:
             self._begin_closing(Event.CLOSE, "close() asked for it")
+
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` for this connection's peer, outside its own replies.
+
+        For pushing to *other* connections (a chat room's broadcast, a
+        notification): a handler's reply to its own message goes through
+        ``wfile``/``request`` as usual.  The bytes go out after anything
+        already queued, as the peer reads; this never blocks and never
+        pauses anyone's input.  How much may pile up for a slow peer is the
+        caller's policy: watch ``queued`` (the library's ``write_timeout``
+        still drops a peer that stops reading altogether).  From another
+        thread, the data is handed to the loop thread to queue.  Raises
+        ``ClosedError`` once the connection is closing or closed.
+        """
+        if self.record.state in (_CLOSING, State.CLOSED, State.FAILED):
+            raise ClosedError(f"{self!r} is closing; cannot send")
+        reactor = self._reactor
+        if reactor is not None and reactor._thread_id != threading.get_ident():
+            reactor.call_soon_threadsafe(self._send_later, bytes(data))
+            return
+        self._out += data
+        # Sent by the write callback, which also ends WRITING once the
+        # queue drains (sending here could empty it with nobody to notice).
+        self._want_write(True)
+
+    def _send_later(self, data: bytes) -> None:
+        if self.record.state not in (_CLOSING, State.CLOSED, State.FAILED):
+            self.send(data)
+
+    @property
+    def queued(self) -> int:
+        """Bytes waiting to be sent to the peer (replies and ``send()`` alike)."""
+        return len(self._out)
 
     def fileno(self) -> int:
         return self.sock.fileno()

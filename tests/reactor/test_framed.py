@@ -479,3 +479,59 @@ def test_a_framed_exchange_is_traced(places, caplog):
     )]  # fmt: skip
     assert None not in moves, lines
     assert moves == sorted(moves), lines
+
+
+# ------------------------------------------------ pushing to other connections
+
+
+class Broadcast(reactor.MessageHandler):
+    """Each line goes to every other connection of the server; the sender gets its byte count."""
+
+    def handle(self) -> None:
+        others = [c for c in self.server.connections if c is not self.connection]
+        for other in others:
+            other.send(self.message)
+        self.wfile.write(b"sent to %d, %d queued here\n" % (len(others), self.connection.queued))
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("dispatch", [reactor.Inline, lambda: reactor.ThreadPool(2)], ids=["inline", "pool"])
+def test_send_pushes_to_other_connections_in_order(places, dispatch):
+    with make(places, "tcp4", Broadcast, dispatch=dispatch()) as server, served(server):
+        with connect(server) as a, connect(server) as b:
+            wait_for(lambda: len(server.connections) == 2)
+            answer = b"sent to 1, 0 queued here\n"
+            a.sendall(b"one\n")
+            assert recv_exactly(a, len(answer)) == answer
+            a.sendall(b"two\n")
+            assert recv_exactly(a, len(answer)) == answer
+            assert recv_exactly(b, 8) == b"one\ntwo\n"
+
+
+@pytest.mark.timeout(10)
+def test_send_to_a_closing_connection_raises_closed_error(places):
+    results: list[Any] = []
+
+    class Quit(reactor.MessageHandler):
+        def handle(self) -> None:
+            self.connection.close()
+            self.wfile.write(b"bye\n")
+            results.append(self.connection)
+
+    with make(places, "tcp4", Quit) as server, served(server) as r:
+        with connect(server) as client:
+            client.sendall(b"x\n")
+            assert read_all(client) == b"bye\n"
+        wait_for(lambda: not server.connections)
+        done = threading.Event()
+
+        def try_send() -> None:
+            try:
+                results[0].send(b"late\n")
+            except reactor.ClosedError as exc:
+                results.append(exc)
+            done.set()
+
+        r.call_soon_threadsafe(try_send)
+        assert done.wait(CLIENT_TIMEOUT)
+        assert isinstance(results[-1], reactor.ClosedError), results
