@@ -524,3 +524,27 @@ def test_dispatch_must_be_a_strategy_and_repr_shows_parameters() -> None:
 def test_bounded_strategies_refuse_empty_bounds(build: Callable[[], Any]) -> None:
     with pytest.raises(reactor.UsageError):
         build()
+
+
+@pytest.mark.timeout(20)
+def test_threading_mixin_server_close_waits_at_most_drain_timeout():
+    started = threading.Event()
+
+    class Silent(handlers.BaseRequestHandler):
+        def handle(self) -> None:
+            started.set()
+            self.request.recv(1)  # blocks until the client closes
+
+    class Server(reactor.ThreadingTCPServer):
+        drain_timeout = 0.5
+
+    server = Server(("127.0.0.1", 0), Silent)
+    with connect(server) as client:
+        with ServingThread(server, close=False):
+            assert started.wait(CLIENT_TIMEOUT)
+        begun = time.monotonic()
+        server.server_close()
+        waited = time.monotonic() - begun
+    # the client is closed now: the handler's recv returns and its thread ends
+    wait_for(lambda: not any(t.name.startswith("reactor request") for t in threading.enumerate()))
+    assert 0.4 <= waited < 5.0, waited
