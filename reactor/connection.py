@@ -87,7 +87,7 @@ class Connection:
     __slots__ = (
         "server", "sock", "client_address", "record", "data", "messages",
         "_reactor", "_table", "_frames", "_out", "_writing", "_reading",
-        "_close_asked", "_eof", "_deadline", "_bound", "_timer", "_current", "_pumping", "_linger",
+        "_close_asked", "_eof", "_deadline", "_bound", "_timer", "_current", "_pumping", "_linger", "_plain", "_replies", "_held",
     )  # fmt: skip
 
     def __init__(self, server: Any, sock: socket.socket, client_address: Any, record: Record, reactor: Any) -> None:
@@ -100,7 +100,9 @@ class Connection:
         self._reactor = reactor
         self._table = server.request_table
         self._frames = FrameBuffer(server.RequestHandlerClass.framing, server.max_message_size)
-        self._out = bytearray()
+        self._out = bytearray()  # output the kernel has not taken yet
+        self._replies: list[bytes] = []  # replies held back while _pump runs (sent when it ends)
+        self._held = 0  # their total size
         self._writing = False  # write interest registered
         self._reading = False  # read interest registered
         self._close_asked = False
@@ -111,6 +113,7 @@ class Connection:
         self._timer: Any = None
         self._current: MessageRequest | None = None
         self._pumping = False
+        self._plain = server._lifecycle_is_plain()
 
     # ------------------------------------------------------------- for handlers
 
@@ -234,10 +237,18 @@ class Connection:
             self._pump_messages()
         finally:
             self._pumping = False
-        # Replies to the messages handled in this pump were queued, not sent:
+        # The replies to the messages handled in this pump were held back:
         # one send for all of them (16 pipelined requests, one reply segment).
-        if self._out and not self._writing and self.record.state not in _OVER:
-            self._flush()
+        if self._replies and self.record.state not in _OVER:
+            self._release_replies()
+
+    def _release_replies(self) -> None:
+        """Send the replies ``_pump`` held back, in order, with one ``send()``."""
+        replies = self._replies
+        data = replies[0] if len(replies) == 1 else b"".join(replies)
+        replies.clear()
+        self._held = 0
+        self._send(data)
 
     def _pump_messages(self) -> None:
         table, record, frames = self._table, self.record, self._frames
@@ -287,7 +298,11 @@ class Connection:
         request = MessageRequest(message, self, self._request_done)
         self._current = request
         try:
-            server.process_request(request, self.client_address)
+            if self._plain:  # what the unchanged hooks would do (TCPServer._lifecycle_is_plain)
+                server.RequestHandlerClass(request, self.client_address, server)
+                request.close()
+            else:
+                server.process_request(request, self.client_address)
         except Exception:
             try:
                 server.handle_error(request, self.client_address)  # first, as the stdlib does
@@ -321,16 +336,18 @@ class Connection:
         output = request.output
         if output:
             data = output[0] if len(output) == 1 else b"".join(output)
-            if self._pumping:
-                self._out += data  # inline, inside _pump: sent when the pump ends
+            if self._pumping:  # inline, inside _pump: held back, sent when the pump ends
+                self._replies.append(data)
+                self._held += len(data)
             else:
                 self._send(data)
                 if record.state is not _PROCESSING:
                     return  # the write failed and closed us
-        if len(self._out) > self.server.output_high_water:
-            self._flush()  # what the kernel takes now does not count against us
-            if record.state is not _PROCESSING:
-                return  # the write failed and closed us
+        if self._held + len(self._out) > self.server.output_high_water:
+            if self._replies:
+                self._release_replies()  # what the kernel takes now does not count against us
+                if record.state is not _PROCESSING:
+                    return  # the write failed and closed us
         if len(self._out) > self.server.output_high_water:
             self._table.count("backpressure")
             log.debug("%r: %d bytes queued, over the high-water mark: not reading", self, len(self._out))
@@ -402,8 +419,8 @@ class Connection:
         self._table.transition(self.record, event, reason)
         self._want_read(False)
         self._linger = not self._eof
-        if self._out:
-            self._flush()  # replies queued by the pump that led here
+        if self._replies:
+            self._release_replies()  # replies held back by the pump that led here
             if self.record.state is not _CLOSING:
                 return  # the write failed and closed us
         if self._out:
@@ -459,6 +476,10 @@ class Connection:
         self._table.transition(self.record, Event.PROTOCOL, str(exc))
         self._want_read(False)
         self._linger = True
+        if self._replies:
+            self._release_replies()  # the replies to the messages before the bad one go first
+            if self.record.state is not _CLOSING:
+                return  # the write failed and closed us
         if reply:
             self._send(reply)
             if self.record.state is not _CLOSING:
@@ -480,6 +501,7 @@ class Connection:
             reactor.remove_writer(self.sock)
         self._reading = self._writing = False
         self._current = None
+        self._replies.clear()
         try:
             self.sock.close()
         finally:

@@ -251,6 +251,10 @@ class BaseServer(Serving):
             self.shutdown_request(request)
             raise
 
+    def _lifecycle_is_plain(self) -> bool:
+        """May a framed message skip hooks that only call each other?  (See TCPServer's.)"""
+        return False
+
     def _request_over(self, request: Any) -> None:
         """Record the end of ``request`` (any thread); accepting may resume."""
         if type(request) is MessageRequest and type(request.connection) is Connection:
