@@ -535,3 +535,23 @@ def test_send_to_a_closing_connection_raises_closed_error(places):
         r.call_soon_threadsafe(try_send)
         assert done.wait(CLIENT_TIMEOUT)
         assert isinstance(results[-1], reactor.ClosedError), results
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("hook", ["process_request", "finish_request", "shutdown_request", "close_request"])
+@pytest.mark.parametrize("where", ["class", "instance"])
+def test_an_overridden_hook_runs_for_every_framed_message(places, hook, where):
+    calls: list[str] = []
+
+    def counting(self: Any, *args: Any) -> None:
+        calls.append(hook)
+        getattr(super(type(self), self), hook)(*args)
+
+    if where == "class":
+        server = make(places, "tcp4", Upper, **{hook: counting})
+    else:
+        server = make(places, "tcp4", Upper)
+        setattr(server, hook, counting.__get__(server))
+    with server, served(server):
+        assert client_exchange("tcp4", server.server_address, b"a\nb\nc\n") == b"A\nB\nC\n"
+    assert calls == [hook] * 3
