@@ -113,7 +113,7 @@ class Connection:
         self._timer: Any = None
         self._current: MessageRequest | None = None
         self._pumping = False
-        self._plain = server._lifecycle_is_plain()
+        self._plain = server._plain  # may a message skip the hooks that only call each other?
 
     # ------------------------------------------------------------- for handlers
 
@@ -298,7 +298,7 @@ class Connection:
         request = MessageRequest(message, self, self._request_done)
         self._current = request
         try:
-            if self._plain:  # what the unchanged hooks would do (TCPServer._lifecycle_is_plain)
+            if self._plain:  # what the unchanged hooks would do (see TCPServer._lifecycle_is_plain)
                 server.RequestHandlerClass(request, self.client_address, server)
                 request.close()
             else:

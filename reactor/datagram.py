@@ -27,7 +27,7 @@ from typing import Any
 
 from handlers.message import MessageRequest
 
-from .servers import _is_framed
+from .servers import BaseServer, _is_framed
 from .tcp import TCPServer
 from .table import Event, Kind, Record, State
 
@@ -55,10 +55,14 @@ class Truncated(bytes):
     """
 
 
+# A plain int: ``flags & socket.MSG_TRUNC`` would build an IntFlag per datagram.
+_MSG_TRUNC = int(socket.MSG_TRUNC)
+
+
 def receive(sock: socket.socket, size: int) -> tuple[bytes, Any]:
     """``recvfrom`` that marks a cut datagram: returns ``(data, address)``."""
     data, _, flags, address = sock.recvmsg(size)
-    if flags & socket.MSG_TRUNC:
+    if flags & _MSG_TRUNC:
         return Truncated(data), address
     return data, address
 
@@ -307,6 +311,15 @@ class UDPServer(TCPServer):
         For a framed handler's request, this is where its reply is sent.
         """
         if isinstance(request, MessageRequest):
+            request.close()
+        self._request_over(request)
+
+    def _lifecycle_is_plain(self) -> bool:
+        return BaseServer._lifecycle_is_plain(self) and self._unchanged(UDPServer, "shutdown_request", "close_request")
+
+    def _end_plain(self, request: Any) -> None:
+        # What our unchanged shutdown_request -> close_request do.
+        if type(request) is MessageRequest:
             request.close()
         self._request_over(request)
 

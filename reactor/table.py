@@ -174,12 +174,19 @@ _FAMILY_NAMES = {
 
 def family_name(family: int, kind: Kind) -> str:
     """A short label for a socket family and record kind: tcp4, udp6, unix, unix-dgram."""
-    if kind is Kind.CHILD:
-        return "child"
-    name = _FAMILY_NAMES.get(family, str(family))
-    if kind is Kind.DATAGRAM:
-        name = "udp" + name[3:] if name.startswith("tcp") else name + "-dgram"
-    return name
+    label = _LABELS.get((family, kind))
+    if label is None:  # worked out once per (family, kind): every record asks
+        if kind is Kind.CHILD:
+            label = "child"
+        else:
+            label = _FAMILY_NAMES.get(family, str(family))
+            if kind is Kind.DATAGRAM:
+                label = "udp" + label[3:] if label.startswith("tcp") else label + "-dgram"
+        _LABELS[(family, kind)] = label
+    return label
+
+
+_LABELS: dict[tuple[int, Kind], str] = {}
 
 
 class Record:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from .dispatch import Inline
 from .servers import BaseServer
 
 __all__ = ["TCPServer"]
@@ -100,25 +99,12 @@ class TCPServer(BaseServer):
         request.close()
 
     def _lifecycle_is_plain(self) -> bool:
-        """True if a framed message's lifecycle may skip the hooks that only call each other.
+        """``BaseServer``'s check, and our own ``shutdown_request``/``close_request`` unchanged.
 
-        For one message under ``Inline`` dispatch, the unchanged
-        ``process_request`` -> ``finish_request`` -> ``shutdown_request`` ->
-        ``close_request`` come down to: instantiate the handler, then mark
-        the message handled.  A connection does just that when none of the
-        four hooks (nor the strategy's ``submit``) is overridden, by the
-        class or on the instance; overriding any one of them restores the
-        full chain, so every hook still runs when it does something.
+        Then one message of a framed connection comes down to: instantiate
+        the handler, mark the message handled (``Connection._dispatch``).
         """
-        cls, mine = type(self), self.__dict__
-        return (
-            type(self.dispatch) is Inline
-            and cls.process_request is BaseServer.process_request
-            and cls.finish_request is BaseServer.finish_request
-            and cls.shutdown_request is TCPServer.shutdown_request
-            and cls.close_request is TCPServer.close_request
-            and not {"process_request", "finish_request", "shutdown_request", "close_request"} & mine.keys()
-        )
+        return super()._lifecycle_is_plain() and self._unchanged(TCPServer, "shutdown_request", "close_request")
 
 
 def _is_ipv6_literal(address: Any) -> bool:
