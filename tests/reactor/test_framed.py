@@ -32,6 +32,7 @@ from conftest import (
     wait_for,
 )
 
+import handlers
 import reactor
 from reactor import Event, Kind, State
 
@@ -537,10 +538,28 @@ def test_send_to_a_closing_connection_raises_closed_error(places):
         assert isinstance(results[-1], reactor.ClosedError), results
 
 
+class UpperDatagram(handlers.DatagramRequestHandler):
+    def handle(self) -> None:
+        self.wfile.write(self.rfile.read().upper())
+
+
+class UpperStream(handlers.StreamRequestHandler):
+    def handle(self) -> None:
+        for line in self.rfile:
+            self.wfile.write(line.upper())
+
+
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize("hook", ["process_request", "finish_request", "shutdown_request", "close_request"])
 @pytest.mark.parametrize("where", ["class", "instance"])
-def test_an_overridden_hook_runs_for_every_framed_message(places, hook, where):
+@pytest.mark.parametrize(
+    "name, handler, requests",
+    [("tcp4", Upper, 3), ("udp4", Upper, 1), ("udp4", UpperDatagram, 1), ("tcp4", UpperStream, 1)],
+    ids=["tcp-framed", "udp-framed", "udp-classic", "tcp-classic"],
+)
+def test_an_overridden_hook_runs_for_every_request(places, hook, where, name, handler, requests):
+    # Unchanged hooks may be skipped (BaseServer._lifecycle_is_plain); an
+    # overridden one, on the class or the instance, must run every time.
     calls: list[str] = []
 
     def counting(self: Any, *args: Any) -> None:
@@ -548,10 +567,10 @@ def test_an_overridden_hook_runs_for_every_framed_message(places, hook, where):
         getattr(super(type(self), self), hook)(*args)
 
     if where == "class":
-        server = make(places, "tcp4", Upper, **{hook: counting})
+        server = make(places, name, handler, **{hook: counting})
     else:
-        server = make(places, "tcp4", Upper)
+        server = make(places, name, handler)
         setattr(server, hook, counting.__get__(server))
     with server, served(server):
-        assert client_exchange("tcp4", server.server_address, b"a\nb\nc\n") == b"A\nB\nC\n"
-    assert calls == [hook] * 3
+        assert client_exchange(name, server.server_address, b"a\nb\nc\n") == b"A\nB\nC\n"
+    assert calls == [hook] * requests
