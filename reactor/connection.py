@@ -300,7 +300,9 @@ class Connection:
         try:
             if self._plain:  # what the unchanged hooks would do (see TCPServer._lifecycle_is_plain)
                 server.RequestHandlerClass(request, self.client_address, server)
-                request.close()
+                if not request.done:  # request.close(), minus the thread check: we are the loop
+                    request.done = True
+                    self._reply(request)
             else:
                 server.process_request(request, self.client_address)
         except Exception:
