@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo venv tools clean
+.PHONY: test demo venv tools clean bench bench-quick
 
 # Subprocesses (the CLI, the demo, the examples) are measured too: the .pth
 # file installed below starts coverage in every Python process that finds
@@ -20,6 +20,15 @@ demo: $(STAMP)
 	$(PY) -m reactor demo
 
 venv: $(STAMP)
+
+# Benchmarks (docs/benchmarks.md): every system in every scenario, pinned,
+# medians of 5 runs; under 15 minutes.  bench-quick: one short run each,
+# about a minute.  Not part of `make test`.
+bench: $(STAMP)
+	$(PY) -m bench
+
+bench-quick: $(STAMP)
+	$(PY) -m bench --quick
 
 # Independent clients the tests talk to (socat for every family, redis-cli
 # and redis-benchmark for the RESP example), installed from Debian's packages

@@ -1,0 +1,11 @@
+"""The benchmark harness: ``python -m bench`` (``make bench``, ``make bench-quick``).
+
+* ``bench/loadgen.c``: the load generator, compiled at run time (``bench/build.py``);
+* ``bench/servers.py``: every system under test, one echo server per process;
+* ``bench/scenarios.py``: the scenarios and which systems can serve them;
+* ``bench/run.py``: starts, pins, measures and stops each server, repeatedly;
+* ``bench/report.py`` and ``bench/chart.py``: the tables, the targets, the
+  Markdown in ``docs/benchmarks.md`` and the chart ``docs/images/bench.svg``.
+
+See docs/benchmarks.md.
+"""

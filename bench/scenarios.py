@@ -1,0 +1,141 @@
+"""The scenarios, the systems, and which system can serve which scenario.
+
+A scenario is one load generator setting (socket kind, active connections,
+messages in flight per connection, connections held open idle or
+trickling bytes); a system is one server of bench/servers.py.  A system
+that cannot serve a scenario in any useful sense is not measured there:
+the tables say why instead ("n/a: ...").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: name -> what it is.  Order: the order of the tables' rows.
+SYSTEMS = {
+    "reactor-line": "reactor: framed LineEcho (Line() framing), Inline; on datagram sockets one datagram is one message",
+    "reactor-chunk": "reactor: framed ChunkEcho (Chunk() framing: echoes what one read returned), Inline",
+    "reactor-pool": "reactor: classic StreamRequestHandler line echo under ThreadPool(POOL)",
+    "reactor-fork": "reactor: classic StreamRequestHandler line echo under Fork(POOL)",
+    "reactor-dgram": "reactor: classic DatagramEcho (DatagramRequestHandler), Inline",
+    "stdlib-sync": "socketserver TCPServer / UnixStreamServer / UDPServer / UnixDatagramServer, the same classic handlers",
+    "stdlib-threading": "socketserver ThreadingTCPServer / ThreadingUnixStreamServer (a thread per connection)",
+    "stdlib-forking": "socketserver ForkingTCPServer (a process per connection, max_children = POOL)",
+    "asyncio-proto": "asyncio: a Protocol that writes back what data_received() got (no framing); DatagramProtocol for datagrams",
+    "asyncio-streams": "asyncio streams: readline(), write(), drain() in a loop",
+    "bare": "a hand-written selectors loop, the pure-Python reference: one recv(), every complete line back in one send(); "
+    "recvfrom()/sendto() for datagrams",
+}
+
+STREAM_SYSTEMS = [
+    "reactor-line", "reactor-chunk", "reactor-pool", "reactor-fork",
+    "stdlib-sync", "stdlib-threading", "stdlib-forking",
+    "asyncio-proto", "asyncio-streams", "bare",
+]  # fmt: skip
+DATAGRAM_SYSTEMS = ["reactor-line", "reactor-dgram", "stdlib-sync", "asyncio-proto", "bare"]
+
+#: The references every ratio is taken against.
+ASYNCIO, STREAMS, BARE = "asyncio-proto", "asyncio-streams", "bare"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    kind: str  # tcp, unix, udp, unixdgram
+    conns: int  # active connections (datagram: client sockets)
+    depth: int = 1  # messages in flight per active connection
+    idle: int = 0  # connections held open, silent
+    slow: int = 0  # slowloris connections: a byte every 100 ms, never a whole line
+
+    @property
+    def stream(self) -> bool:
+        return self.kind in ("tcp", "unix")
+
+    @property
+    def systems(self) -> list[str]:
+        return STREAM_SYSTEMS if self.stream else DATAGRAM_SYSTEMS
+
+    def describe(self, host: str = "127.0.0.1") -> str:
+        where = {"tcp": f"TCP {host}", "unix": "Unix stream", "udp": f"UDP {host}", "unixdgram": "Unix datagram"}[self.kind]
+        what = f"{self.conns} connection{'s' if self.conns > 1 else ''}" if self.stream else f"{self.conns} client sockets"
+        if self.depth > 1:
+            what += f", {self.depth} messages pipelined on each"
+        else:
+            what += ", ping-pong (one message in flight each)"
+        if self.idle:
+            what += f", while {self.idle:,} idle connections are held open"
+        if self.slow:
+            what += f", while {self.slow} slowloris connections send a byte every 100 ms"
+        return f"{where}, {what}"
+
+    def short(self) -> str:
+        """A few words for the chart: "TCP, 50 conns + 5,000 idle"."""
+        where = {"tcp": "TCP", "unix": "Unix stream", "udp": "UDP", "unixdgram": "Unix datagram"}[self.kind]
+        what = f"{self.conns} conn{'s' if self.conns > 1 else ''}" if self.stream else f"{self.conns} clients"
+        if self.depth > 1:
+            what += f" x {self.depth} pipelined"
+        if self.idle:
+            what += f" + {self.idle:,} idle"
+        if self.slow:
+            what += f" + {self.slow} slowloris"
+        return f"{where}, {what}"
+
+    def not_applicable(self, system: str, pool: int) -> str | None:
+        """Why `system` cannot serve this scenario, or None if it can."""
+        held = self.idle or self.slow
+        if system == "stdlib-sync" and self.stream and self.conns + held > 1:
+            return "serves one connection at a time"
+        if system in ("stdlib-forking", "reactor-fork") and held:
+            return f"a child process per connection, at most {pool}: the held-open connections take them all"
+        if system == "reactor-pool" and held:
+            return f"a classic handler holds a worker per connection: the held-open connections take all {pool}"
+        return None
+
+
+SCENARIOS = [
+    Scenario("pingpong-1", "tcp", 1),
+    Scenario("pingpong-50", "tcp", 50),
+    Scenario("pingpong-500", "tcp", 500),
+    Scenario("pipeline-50x16", "tcp", 50, depth=16),
+    Scenario("idle-5000", "tcp", 50, idle=5000),
+    Scenario("slowloris-200", "tcp", 10, slow=200),
+    Scenario("udp-50", "udp", 50),
+    Scenario("unix-50", "unix", 50),
+    Scenario("unixdgram-50", "unixdgram", 50),
+]
+BY_NAME = {s.name: s for s in SCENARIOS}
+
+#: The scenario whose figure the held-open scenarios are compared with ("x plain").
+PLAIN = "pingpong-50"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal the lead optimises for: `system` in `scenario` against a reference."""
+
+    label: str
+    scenario: str
+    system: str
+    goal: float
+    ref_system: str  # the reference system ...
+    ref_scenario: str = ""  # ... in this scenario ('' = the same one)
+    metric: str = "rps"  # rps (higher is better) or idle_bytes (lower is better)
+
+
+TARGETS = [
+    Target("line echo, 50 conns: x asyncio streams", "pingpong-50", "reactor-line", 1.5, STREAMS),
+    Target("line echo, 50 conns: x asyncio Protocol", "pingpong-50", "reactor-line", 0.8, ASYNCIO),
+    Target("line echo, 50 conns x 16 pipelined: x asyncio streams", "pipeline-50x16", "reactor-line", 3.0, STREAMS),
+    Target("chunk echo, 50 conns: x asyncio Protocol", "pingpong-50", "reactor-chunk", 1.0, ASYNCIO),
+    Target("line echo + 5,000 idle: x its plain 50-conn figure", "idle-5000", "reactor-line", 0.9, "reactor-line", PLAIN),
+    Target("chunk echo + 5,000 idle: x its plain 50-conn figure", "idle-5000", "reactor-chunk", 0.9, "reactor-chunk", PLAIN),
+    Target("line echo + 200 slowloris: x its plain 50-conn figure", "slowloris-200", "reactor-line", 0.9, "reactor-line", PLAIN),
+    Target("chunk echo + 200 slowloris: x its plain 50-conn figure", "slowloris-200", "reactor-chunk", 0.9, "reactor-chunk", PLAIN),
+    Target("classic under ThreadPool, 50 conns: x ThreadingTCPServer", "pingpong-50", "reactor-pool", 1.0, "stdlib-threading"),
+    Target("classic under ThreadPool, 500 conns: x ThreadingTCPServer", "pingpong-500", "reactor-pool", 1.0, "stdlib-threading"),
+    Target("UDP DatagramEcho, 50 clients: x stdlib UDPServer", "udp-50", "reactor-dgram", 1.3, "stdlib-sync"),
+    Target("UDP LineEcho, 50 clients: x stdlib UDPServer", "udp-50", "reactor-line", 1.3, "stdlib-sync"),
+    Target("RSS per idle conn, line echo: x asyncio Protocol's", "idle-5000", "reactor-line", 1.0, ASYNCIO, metric="idle_bytes"),
+    Target("RSS per idle conn, line echo: x asyncio streams'", "idle-5000", "reactor-line", 1.0, STREAMS, metric="idle_bytes"),
+    Target("RSS per idle conn, chunk echo: x asyncio Protocol's", "idle-5000", "reactor-chunk", 1.0, ASYNCIO, metric="idle_bytes"),
+]
