@@ -42,6 +42,9 @@ SEND_WAIT = 5.0
 # What one send attempt came to.
 SENT, FULL, FAILED = "sent", "full", "failed"
 
+# Enum members the per-datagram path uses, as plain globals (fast to read).
+_SENDING, _DATAGRAM = State.SENDING, Kind.DATAGRAM
+
 #: Retry delays for replies waiting on a full socket: first, and the cap.
 RETRY_FIRST = 0.01
 RETRY_MAX = 1.0
@@ -157,7 +160,7 @@ class ReplyQueue:
         self._delay = RETRY_FIRST
 
     def send(self, record: Record | None, data: bytes, address: Any) -> None:
-        if no_address(address):
+        if not address:  # None, "" or b"" (no_address(), inline: this runs per datagram)
             return  # an unbound Unix datagram client cannot be answered
         if address not in self._stuck and self._attempt(record, data, address) is not FULL:
             return
@@ -193,7 +196,7 @@ class ReplyQueue:
             return FAILED
         if record is not None:
             record.bytes_out += sent
-            if record.state is State.SENDING:
+            if record.state is _SENDING:
                 self.server.request_table.transition(record, Event.SENT, f"{sent} B")
         return SENT
 
@@ -325,7 +328,8 @@ class UDPServer(TCPServer):
 
     def _take(self, request: Any, client_address: Any) -> None:
         table, family = self.request_table, self.address_family
-        data = request[0] if isinstance(request, tuple) and len(request) == 2 else b""
+        pair = isinstance(request, tuple) and len(request) == 2  # (data, socket), from get_request
+        data = request[0] if pair else b""
         if isinstance(data, Truncated):
             table.count("truncated")
             log.warning(
@@ -338,10 +342,10 @@ class UDPServer(TCPServer):
         reply = None
         if _is_framed(self.RequestHandlerClass):
             request = MessageRequest(bytes(data), DatagramPeer(self.socket, client_address), self._send_output)
-        elif isinstance(request, tuple) and len(request) == 2 and request[1] is self.socket:
+        elif pair and request[1] is self.socket:
             reply = DatagramReply(self.socket, self)
             request = (data, reply)
-        record = table.open(Kind.DATAGRAM, request, client_address, family, len(data))
+        record = table.open(_DATAGRAM, request, client_address, family, len(data))
         if reply is not None:
             reply.record = record
         self._lifecycle(request, client_address, record)

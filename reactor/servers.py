@@ -239,7 +239,7 @@ class BaseServer(Serving):
                 start(request, client_address, record)
                 return
             if self.dispatch.has_room():
-                table.transition(record, Event.DISPATCH, "process_request()")
+                table.transition(record, _DISPATCH, "process_request()")
             else:
                 table.transition(record, Event.WAIT, "every worker is busy")
             if self._plain:  # what the unchanged process_request and finish_request would do
@@ -365,6 +365,9 @@ class BaseServer(Serving):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+_DISPATCH = Event.DISPATCH  # a plain global: the hot path's enum lookup
 
 
 def _is_framed(handler_class: Any) -> bool:

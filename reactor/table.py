@@ -42,6 +42,7 @@ __all__ = ["State", "Event", "Kind", "Record", "RequestTable", "TRANSITIONS", "F
 
 log = logging.getLogger("reactor")
 trace = logging.getLogger("reactor.trace")
+_DEBUG = logging.DEBUG
 
 
 class _FastHash(enum.Enum):
@@ -165,6 +166,11 @@ INITIAL_STATE = {
 #: States a record never leaves; reaching one removes it from the table.
 FINAL_STATES = frozenset({S.CLOSED, S.DONE, S.FAILED})
 
+# Members the hot paths test, as plain globals: looking a member up on its
+# enum class goes through the enum metaclass, which costs about as much as
+# a function call.
+_FAILED, _REJECT, _ABORT = S.FAILED, E.REJECT, E.ABORT
+
 _FAMILY_NAMES = {
     socket.AF_INET: "tcp4",
     socket.AF_INET6: "tcp6",
@@ -224,8 +230,10 @@ class RequestTable:
 
     ``name`` labels trace lines (usually the server's family and address).
     Transitions may happen on worker threads (a threading server finishes
-    its requests there), so changes are made under a lock; reading
-    ``counts()`` or ``snapshot()`` is safe from any thread.
+    its requests there).  A live record is only ever moved by the one
+    thread that holds its request at the time; what all threads share
+    (adding and removing records, totals, counters) changes under a lock,
+    and reading ``counts()`` or ``snapshot()`` is safe from any thread.
     """
 
     def __init__(self, name: str = "", clock: Callable[[], float] = time.monotonic) -> None:
@@ -257,7 +265,7 @@ class RequestTable:
             self._live_kinds[kind] = self._live_kinds.get(kind, 0) + 1
             self._by_request[id(request)] = record
             self.totals["opened"] += 1
-        if self._observers or trace.isEnabledFor(logging.DEBUG):
+        if self._observers or trace.isEnabledFor(_DEBUG):
             self._report(record, None, None, record.state, f"new {record.family} request from {peer!r}")
         return record
 
@@ -271,16 +279,20 @@ class RequestTable:
         kind does not allow ``event`` in its current state.  A final state
         removes the record from the table.
         """
-        with self._lock:
-            old = record.state
-            new = TRANSITIONS[record.kind].get((old, event))
-            if new is None:
-                raise TransitionError(record, old, event)
-            record.state = new
-            record.changed = self._clock()
-            if new in FINAL_STATES:
+        # This runs three times per message of a framed connection, so it
+        # is kept lean.  A live record belongs to one thread at a time (the
+        # loop's, or the worker's running it), so changing its state needs
+        # no lock; only removing it touches what all threads share.
+        old = record.state
+        new = TRANSITIONS[record.kind].get((old, event))
+        if new is None:
+            raise TransitionError(record, old, event)
+        record.state = new
+        record.changed = self._clock()
+        if new in FINAL_STATES:
+            with self._lock:
                 self._forget(record, event)
-        if self._observers or trace.isEnabledFor(logging.DEBUG):
+        if self._observers or trace.isEnabledFor(_DEBUG):
             self._report(record, old, event, new, reason)
         return new
 
@@ -314,11 +326,11 @@ class RequestTable:
         self._live_kinds[record.kind] -= 1
         self._by_request.pop(id(record.request), None)
         record.request = None  # do not keep a closed socket alive through the record
-        if record.state is State.FAILED:
+        if record.state is _FAILED:
             self.totals["failed"] += 1
-        elif event is Event.REJECT:
+        elif event is _REJECT:
             self.totals["rejected"] += 1
-        elif event is Event.ABORT:
+        elif event is _ABORT:
             self.totals["aborted"] += 1
         else:
             self.totals["finished"] += 1
