@@ -271,7 +271,7 @@ class Connection:
             if message is None:
                 self._wait_for_input()
                 return
-            table.transition(record, _MESSAGE, _Size(message))
+            table.transition(record, _MESSAGE, len(message))  # shown as "41 B"
             dispatch = self.server.dispatch
             if not dispatch.inline and not dispatch.has_room():
                 self.server._wait_for_room(self, message)  # READY until a worker is free

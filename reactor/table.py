@@ -272,8 +272,9 @@ class RequestTable:
     def transition(self, record: Record, event: Event, reason: Any = "") -> State:
         """Apply ``event`` to ``record`` and return its new state.
 
-        ``reason`` says why, for the trace and observers: a string, or any
-        object whose ``str()`` is one (formatted only when someone looks).
+        ``reason`` says why, for the trace and observers: a string, a byte
+        count (an int, reported as ``"41 B"``), or any object whose ``str()``
+        is one (formatted only when someone looks).
 
         Raises ``TransitionError`` (and changes nothing) if the record's
         kind does not allow ``event`` in its current state.  A final state
@@ -404,7 +405,9 @@ class RequestTable:
         self._observers.remove(callback)
 
     def _report(self, record: Record, old: State | None, event: Event | None, new: State, reason: Any) -> None:
-        reason = str(reason)  # callers may pass an object that formats itself only now
+        # Callers may pass a byte count (an int, shown as "41 B") or an object
+        # that formats itself only now, so nothing is formatted unless read.
+        reason = f"{reason} B" if type(reason) is int else str(reason)
         if trace.isEnabledFor(logging.DEBUG):
             where = f"{self.name} " if self.name else ""
             if old is None:
