@@ -30,6 +30,11 @@ Invariants:
   is shut down once the output is sent, and input is read and discarded
   until the peer closes too, so unread input does not make the kernel
   reset the connection and destroy a last reply in flight.
+* The replies to the messages of one read are held back while they are
+  handled and go out together, in one ``send()``.
+
+The socket side (output, closing, selector interest, deadlines) is the
+base class ``Channel``, in reactor/channel.py.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from handlers.errors import ClosedError, MessageTooLong, ProtocolError
 from handlers.framing import FrameBuffer
 from handlers.message import MessageRequest
 
+from .channel import Channel
 from .table import Event, Record, State
 
 __all__ = ["Connection"]
@@ -50,9 +56,6 @@ __all__ = ["Connection"]
 log = logging.getLogger("reactor")
 
 READ_SIZE = 65536
-
-#: How long a lingering close waits for the peer's EOF before closing anyway.
-LINGER = 2.0
 
 _INET = (socket.AF_INET, socket.AF_INET6)
 # The events of every message, as plain globals (an enum member lookup costs
@@ -77,7 +80,7 @@ class _Size:
         return f"{len(self.data)} B{self.suffix}"
 
 
-class Connection:
+class Connection(Channel):
     """One framed connection of a server.  Handlers see it as ``self.connection``.
 
     For handlers: ``data`` (a dict for per-connection state), ``close()``
@@ -366,109 +369,6 @@ class Connection:
         if not self._pumping:
             self._pump()
 
-    # ----------------------------------------------------------------- output
-
-    def _send(self, data: bytes) -> None:
-        """Queue ``data`` and send what the socket takes now."""
-        if self._out:
-            self._out += data
-            self._flush()
-            return
-        # Nothing queued (the common case): send straight from ``data`` and
-        # queue only what the kernel did not take.
-        try:
-            sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._broken(exc)
-            return
-        self.record.bytes_out += sent
-        if sent < len(data):
-            self._out += memoryview(data)[sent:]
-            self._want_write(True)
-
-    def _flush(self) -> None:
-        """Send what is queued without blocking; watch for writability if some is left."""
-        out = self._out
-        try:
-            sent = self.sock.send(out)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._broken(exc)
-            return
-        if sent:
-            self.record.bytes_out += sent
-            del out[:sent]
-        self._want_write(bool(out))
-
-    def _on_writable(self) -> None:
-        self._flush()
-        state = self.record.state
-        if state is _WRITING:
-            self._set_deadline("write_timeout")  # progress: the peer is reading
-            if len(self._out) <= self.server.output_low_water:
-                self._table.transition(self.record, Event.DRAINED, f"{len(self._out)} B queued")
-                self._pump()
-        elif state is _CLOSING:
-            if self._out:
-                self._set_deadline("write_timeout")  # progress: the peer is reading
-            else:
-                self._output_sent()
-
-    # ---------------------------------------------------------------- closing
-
-    def _begin_closing(self, event: Event, reason: str) -> None:
-        """Enter CLOSING: send what is queued, then close (lingering unless the peer sent EOF)."""
-        self._table.transition(self.record, event, reason)
-        self._want_read(False)
-        self._linger = not self._eof
-        if self._replies:
-            self._release_replies()  # replies held back by the pump that led here
-            if self.record.state is not _CLOSING:
-                return  # the write failed and closed us
-        if self._out:
-            self._set_deadline("write_timeout")
-        else:
-            self._output_sent()
-
-    def _output_sent(self) -> None:
-        if not self._linger:
-            self._finish_close()
-            return
-        # Shut our side, then wait (briefly) for the peer's EOF, reading and
-        # dropping whatever it still sends: closing with unread input would
-        # make the kernel send a reset, which can destroy our last reply.
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self._finish_close()
-            return
-        self._set_deadline("linger")
-        self._want_read(True)
-
-    def _finish_close(self) -> None:
-        self._table.transition(self.record, Event.FINISH, f"{self.messages} message(s)")
-        self._release()
-
-    def abort(self, reason: str) -> None:
-        """Close now, dropping queued output (the server is closing, or the peer is gone)."""
-        if self.record.state in (State.CLOSED, State.FAILED):
-            return
-        self._table.transition(self.record, Event.ABORT, reason)
-        self._release()
-
-    def _broken(self, exc: OSError) -> None:
-        self._table.count("resets")
-        log.debug("%r: %s; closing it", self, exc)
-        self.abort(f"{type(exc).__name__}: {exc.strerror or exc}")
-
-    def _fail(self, reason: str) -> None:
-        if self.record.state not in (State.CLOSED, State.FAILED):
-            self._table.transition(self.record, Event.ERROR, reason)
-            self._release()
-
     def _protocol_error(self, exc: ProtocolError) -> None:
         self._table.count("too_long" if isinstance(exc, MessageTooLong) else "protocol_errors")
         log.warning("%s: %r: %s; closing the connection", self._table.name, self.client_address, exc)
@@ -493,77 +393,3 @@ class Connection:
             self._set_deadline("write_timeout")
         else:
             self._output_sent()
-
-    def _release(self) -> None:
-        """Forget the socket: unwatch it, cancel its timer, close it, tell the server."""
-        self._set_deadline(None)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        reactor = self._reactor
-        if reactor is not None and not reactor.closed:
-            reactor.remove_reader(self.sock)
-            reactor.remove_writer(self.sock)
-        self._reading = self._writing = False
-        self._current = None
-        self._replies.clear()
-        try:
-            self.sock.close()
-        finally:
-            self.server._connection_closed(self)
-
-    # --------------------------------------------------------------- plumbing
-
-    def _want_read(self, on: bool) -> None:
-        if on and not self._reading:
-            self._reactor.add_reader(self.sock, self._on_readable)
-            self._reading = True
-        elif not on and self._reading:
-            self._reactor.remove_reader(self.sock)
-            self._reading = False
-
-    def _want_write(self, on: bool) -> None:
-        if on and not self._writing:
-            self._reactor.add_writer(self.sock, self._on_writable)
-            self._writing = True
-        elif not on and self._writing:
-            self._reactor.remove_writer(self.sock)
-            self._writing = False
-
-    def _set_deadline(self, bound: str | None) -> None:
-        """Arm the deadline of ``bound`` (a server attribute name, or "linger"); None disarms."""
-        seconds = None if bound is None else LINGER if bound == "linger" else getattr(self.server, bound)
-        if seconds is None:
-            self._deadline = None
-            self._bound = ""
-            return
-        reactor = self._reactor
-        when = reactor.time() + seconds
-        self._deadline = when
-        self._bound = bound
-        if self._timer is None or self._timer.when > when:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = reactor.call_at(when, self._on_deadline)
-
-    def _on_deadline(self) -> None:
-        self._timer = None
-        deadline = self._deadline
-        if deadline is None or self.record.state in (State.CLOSED, State.FAILED):
-            return
-        if self._reactor.time() < deadline:
-            self._timer = self._reactor.call_at(deadline, self._on_deadline)  # it moved: wait more
-            return
-        bound, self._deadline, self._bound = self._bound, None, ""
-        state = self.record.state
-        if bound == "linger":
-            self._finish_close()  # the peer never closed its side: close anyway
-        elif state is _READING:
-            self._table.count(bound)
-            log.info("%s: %r: %s passed; closing the connection", self._table.name, self.client_address, bound)
-            self._frames.clear()
-            self._begin_closing(Event.CLOSE, bound)
-        elif state is _WRITING or state is _CLOSING:
-            self._table.count("write_timeout")
-            log.info("%s: %r: the peer stopped reading; dropping the connection", self._table.name, self.client_address)
-            self.abort("the peer stopped reading")

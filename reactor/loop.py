@@ -78,9 +78,12 @@ class Handle:
 def _describe(handle: Handle) -> str:
     """Name a handle's callback for the trace: ``Connection._expired on <Connection #3 ...>``."""
     callback = handle.callback
-    name = getattr(callback, "__qualname__", repr(callback))
     owner = getattr(callback, "__self__", None)
-    return name if owner is None else f"{name} on {owner!r}"
+    if owner is None:
+        return getattr(callback, "__qualname__", repr(callback))
+    # A bound method: named after the object's own class, not the base
+    # class that happens to define the method.
+    return f"{type(owner).__name__}.{getattr(callback, '__name__', '?')} on {owner!r}"
 
 
 class _IOHandle(Handle):
