@@ -6,9 +6,10 @@
     python -m bench --only pingpong-50,udp-50 --systems reactor-line,bare --seconds 1
     python -m bench --report bench/results/latest.json [--docs]   re-render saved results
 
-Runs are interleaved (run 1 of every system, then run 2 of every system...)
-so that a burst of load from elsewhere on the machine spreads over all of
-them instead of spoiling one.
+Runs are interleaved (run 1 of every system in every scenario, then run 2
+of every system in every scenario...) so that a burst of load from
+elsewhere on the machine spreads over all of them instead of spoiling one
+system, or one scenario.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def measure_all(options: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
           f"+ {settings.seconds:g} s each); server on CPU {settings.server_cpu}, load generator on CPU {settings.client_cpu}",
           file=sys.stderr, flush=True)  # fmt: skip
     started = time.monotonic()
+    plan = []
     for scenario, chosen in todo:
         runnable = []
         for system in chosen:
@@ -106,7 +108,13 @@ def measure_all(options: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                 data["na"].setdefault(scenario.name, {})[system] = reason
             else:
                 runnable.append(system)
-        for run in range(settings.runs):
+        plan.append((scenario, runnable))
+    # Round by round: run 1 of every scenario, then run 2 of every scenario...
+    # A scenario's runs are then spread over the whole bench, so ratios
+    # between scenarios (a server with idle connections over the same server
+    # without) compare figures taken under the same conditions.
+    for run in range(settings.runs):
+        for scenario, runnable in plan:
             sys.stderr.write(f"{scenario.name:<15} run {run + 1}/{settings.runs}:")
             for system in runnable:
                 result = measure(scenario, system, settings)

@@ -202,12 +202,13 @@ class Connection(Channel):
 
     # ------------------------------------------------------------------ input
     #
-    # The hot path, per message: _on_readable -> _pump -> _dispatch ->
-    # (the handler, through the server's hooks) -> _request_done -> _reply,
-    # which sends what it can at once.  It is written for speed where that
-    # costs no clarity: local names for attributes used in loops, no call
-    # where an attribute test does, and no string built for a trace nobody
-    # is reading.
+    # The hot path, per message: _on_readable -> _pump -> _dispatch -> the
+    # handler (directly when the server's hooks are unchanged, else through
+    # them) -> _reply, which holds the reply back; once every message of the
+    # read is handled, _release_replies sends all the replies with one
+    # send().  It is written for speed where that costs no clarity: local
+    # names for attributes used in loops, no call where an attribute test
+    # does, and no string built for a trace nobody is reading.
 
     def _on_readable(self) -> None:
         try:

@@ -72,3 +72,12 @@ def test_an_unknown_scenario_is_refused_with_the_known_ones(tmp_path):
     done = run_bench(tmp_path, "--only", "no-such-scenario")
     assert done.returncode != 0
     assert "unknown scenario: no-such-scenario" in done.stderr and "pingpong-50" in done.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("system", ["line", "chunk", "udp"])
+def test_the_profiling_driver_runs_each_system(system, capsys):
+    from bench import profile
+
+    assert profile.main([system, "--rounds", "3"]) == 0
+    assert re.search(rf"^{system}: [\d.]+ us CPU per request", capsys.readouterr().out, re.MULTILINE)

@@ -21,7 +21,8 @@ timings and record ids change from run to run):
 
 Every excerpt's lines must appear, in order, in the file it names.  And
 each step also serves as its docstring says: started without
-``--self-test``, it answers a client, and Ctrl-C (SIGINT) ends it cleanly.
+``--self-test``, it answers a client, and SIGTERM (``kill``) or Ctrl-C (SIGINT)
+ends it cleanly.
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ def test_self_test_passes(name: str) -> None:
     [[name] for name in EXACT_STEPS] + [[STEP5, "--strategy", kind] for kind in ("inline", "pool", "fork")],
     ids=lambda args: "-".join(args).replace(".py", ""),
 )
-def test_serves_until_ctrl_c(args: list[str]) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serves_until_stopped(args: list[str], stop: int) -> None:
     process = subprocess.Popen(
         [sys.executable, "-X", "dev", str(STEPS / args[0]), *args[1:]],
         cwd=ROOT,
@@ -156,7 +158,7 @@ def test_serves_until_ctrl_c(args: list[str]) -> None:
                 reply += chunk
             # Ctrl-C while the client is still connected and the server waits
             # for its next line: -X dev reports any socket it fails to close.
-            process.send_signal(signal.SIGINT)
+            process.send_signal(stop)
             out, err = process.communicate(timeout=10)
     finally:
         if process.returncode is None:

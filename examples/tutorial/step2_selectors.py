@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import select
 import selectors
+import signal
 import socket
 import sys
 
@@ -177,4 +178,5 @@ def main(argv: list[str] | None = None, loop_class: type = EchoLoop) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it as Ctrl-C does
     sys.exit(main())

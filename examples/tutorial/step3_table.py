@@ -30,6 +30,7 @@ from __future__ import annotations
 import enum
 import itertools
 import selectors
+import signal
 import socket
 import sys
 
@@ -158,6 +159,7 @@ class EchoLoop:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it as Ctrl-C does
     # The rest (the self-test's clients, --port, Ctrl-C) is step 2's, unchanged:
     # the same script drives this loop, so the two traces line up.
     sys.exit(step2_selectors.main(loop_class=EchoLoop))

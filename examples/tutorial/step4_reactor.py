@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import logging
 import select
+import signal
 import socket
 import sys
 
@@ -124,4 +125,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it as Ctrl-C does
     sys.exit(main())

@@ -35,6 +35,7 @@ import argparse
 import logging
 import os
 import select
+import signal
 import socket
 import sys
 import time
@@ -139,4 +140,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it as Ctrl-C does
     sys.exit(main())
