@@ -91,7 +91,7 @@ def parse_addresses(lines: list[str]) -> dict[str, Any]:
 def served(name: str, *args: str, timeout: float = 20.0, env: dict[str, str] | None = None) -> Iterator[Served]:
     """Run ``examples/<name>`` until the block ends, then SIGTERM it and check it."""
     process = subprocess.Popen(
-        [sys.executable, "-X", "dev", str(EXAMPLES / name), *args],
+        [sys.executable, "-X", "dev", "-X", "faulthandler", str(EXAMPLES / name), *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -110,9 +110,17 @@ def served(name: str, *args: str, timeout: float = 20.0, env: dict[str, str] | N
     try:
         out, err_bytes = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
-        _, err_bytes = process.communicate(timeout=10)
-        raise AssertionError(f"no exit within {timeout}s of SIGTERM; stderr: {err_bytes.decode()}") from None
+        # SIGABRT makes faulthandler print every thread's stack: where it hung.
+        process.send_signal(signal.SIGABRT)
+        try:
+            out, err_bytes = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err_bytes = process.communicate(timeout=10)
+        raise AssertionError(
+            f"no exit within {timeout}s of SIGTERM\n--- stdout\n{os.linesep.join(run.lines)}\n{out.decode()}"
+            f"--- stderr (with the stacks at SIGABRT)\n{err_bytes.decode()}"
+        ) from None
     err = err_bytes.decode()
     run.lines.extend(out.decode().splitlines())
     report = f"exit {process.returncode}\n--- stdout\n{os.linesep.join(run.lines)}\n--- stderr\n{err}"
