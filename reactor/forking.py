@@ -282,6 +282,7 @@ def _child(server: Any, request: Any, client_address: Any, pipe: tuple[int, int]
     try:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)  # the parent's handlers stop the parent's loop
+        signal.set_wakeup_fd(-1)  # nor may our signals wake the parent's loop (Reactor.run sets it)
         server._in_child()
         if pipe is not None:
             os.close(pipe[0])

@@ -31,6 +31,7 @@ import itertools
 import logging
 import os
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -73,6 +74,10 @@ class Handle:
     def __repr__(self) -> str:
         name = getattr(self.callback, "__qualname__", repr(self.callback))
         return f"<{type(self).__name__} {name}{' cancelled' if self.cancelled else ''}>"
+
+
+def _nothing() -> None:
+    pass
 
 
 def _describe(handle: Handle) -> str:
@@ -407,6 +412,7 @@ class Reactor:
         return.  Exceptions from callbacks propagate out of ``run()``
         (servers catch their own handlers' errors before that).
         """
+        restore = self._wake_on_signals()
         try:
             while True:
                 self.run_once()
@@ -414,6 +420,37 @@ class Reactor:
                     break
         finally:
             self._stopping = False
+            restore()
+
+    def _wake_on_signals(self) -> Callable[[], None]:
+        """While ``run()`` runs in the main thread, a signal wakes the loop.
+
+        Python runs signal handlers in the main thread only, between two
+        bytecodes; but the kernel may deliver the signal to any thread.  If
+        a worker thread takes it, the main thread sleeps on in ``select()``
+        (we never poll) and the handler, say one that calls ``stop()``,
+        waits for the next I/O.  ``signal.set_wakeup_fd`` makes the C-level
+        handler write a byte to our wakeup socketpair, whichever thread it
+        runs on.  Only if nobody else (asyncio, the application) has set
+        one; the previous state comes back when ``run()`` returns.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return _nothing
+        mine = self._wake_w.fileno()
+        try:
+            before = signal.set_wakeup_fd(mine, warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            return _nothing
+        if before != -1:  # someone else's: theirs stays
+            signal.set_wakeup_fd(before)
+            return _nothing
+
+        def restore() -> None:
+            current = signal.set_wakeup_fd(-1)
+            if current != mine:  # replaced meanwhile: leave theirs
+                signal.set_wakeup_fd(current)
+
+        return restore
 
     def stop(self) -> None:
         """Ask ``run()`` to return after the current iteration.  Any thread.

@@ -9,8 +9,10 @@ import os
 import re
 import select
 import selectors
+import signal
 import socket
 import threading
+from typing import Any
 
 import pytest
 from conftest import CLIENT_TIMEOUT, run_until
@@ -523,3 +525,38 @@ def test_callback_exception_propagates_out_of_run(fr):
         thread.join(CLIENT_TIMEOUT)
         assert not thread.is_alive(), "run() did not stop after a callback had raised"
     assert "error" not in outcome and ran == [1]
+
+
+@pytest.mark.timeout(20)
+def test_a_signal_taken_by_another_thread_still_wakes_run():
+    # The kernel may hand a process's signal to any thread; Python runs the
+    # handler in the main thread only.  run() sleeps in select() with no
+    # timeout here (nothing is planned), and must not sleep through it.
+    assert threading.current_thread() is threading.main_thread()
+    handled: list[str] = []
+    selector = SignallingSelector()
+    with Reactor(selector) as r:
+
+        def on_usr1(signum: int, frame: Any) -> None:
+            handled.append(threading.current_thread().name)
+            r.stop()
+
+        def signal_from_a_thread() -> None:
+            assert selector.blocking.wait(CLIENT_TIMEOUT)  # the loop is going to sleep for good
+            for _ in range(100):  # delivered to this thread, until the loop notices (bounded)
+                signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+                if done.wait(0.05):
+                    return
+
+        done = threading.Event()
+        previous = signal.signal(signal.SIGUSR1, on_usr1)
+        thread = threading.Thread(target=signal_from_a_thread, name="signaller")
+        thread.start()
+        try:
+            r.run()
+        finally:
+            done.set()
+            thread.join(5)
+            signal.signal(signal.SIGUSR1, previous)
+        assert handled and set(handled) == {"MainThread"}
+        assert signal.set_wakeup_fd(-1) == -1  # run() gave the wakeup fd back
