@@ -93,15 +93,21 @@ class Channel:
 
     # ---------------------------------------------------------------- closing
 
-    def _begin_closing(self, event: Event, reason: str) -> None:
-        """Enter CLOSING: send what is queued, then close (lingering unless the peer sent EOF)."""
+    def _begin_closing(self, event: Event, reason: str, last: bytes | None = None, linger: bool = False) -> None:
+        """Enter CLOSING: send what is queued, then ``last``, then close.
+
+        The close lingers (see ``_output_sent``) unless the peer sent EOF;
+        ``linger`` makes it linger anyway (a protocol error leaves input unread).
+        """
         self._table.transition(self.record, event, reason)
         self._want_read(False)
-        self._linger = not self._eof
+        self._linger = linger or not self._eof
         if self._replies:
             self._release_replies()  # replies held back by the pump that led here
-            if self.record.state is not _CLOSING:
-                return  # the write failed and closed us
+        if last and self.record.state is _CLOSING:
+            self._send(last)
+        if self.record.state is not _CLOSING:
+            return  # a write failed and closed us
         if self._out:
             self._set_deadline("write_timeout")
         else:

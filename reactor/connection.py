@@ -379,18 +379,6 @@ class Connection(Channel):
             log.exception("%s: protocol_error_reply() failed; closing without a reply", self._table.name)
             reply = None
         self._frames.clear()
-        self._table.transition(self.record, Event.PROTOCOL, str(exc))
-        self._want_read(False)
-        self._linger = True
-        if self._replies:
-            self._release_replies()  # the replies to the messages before the bad one go first
-            if self.record.state is not _CLOSING:
-                return  # the write failed and closed us
-        if reply:
-            self._send(reply)
-            if self.record.state is not _CLOSING:
-                return  # the write failed and closed us
-        if self._out:
-            self._set_deadline("write_timeout")
-        else:
-            self._output_sent()
+        # Its replies to the messages before the bad one go first, then the
+        # error reply; input is left unread, so the close lingers.
+        self._begin_closing(Event.PROTOCOL, str(exc), last=reply, linger=True)
