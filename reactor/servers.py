@@ -270,13 +270,7 @@ class BaseServer(Serving):
         the full chain.  Subclasses that know their ``shutdown_request``
         extend the check (``TCPServer``, ``UDPServer``).
         """
-        cls = type(self)
-        return (
-            type(self.dispatch) is Inline
-            and cls.process_request is BaseServer.process_request
-            and cls.finish_request is BaseServer.finish_request
-            and not {"process_request", "finish_request"} & self.__dict__.keys()
-        )
+        return type(self.dispatch) is Inline and self._unchanged(BaseServer, "process_request", "finish_request")
 
     def _unchanged(self, owner: type, *names: str) -> bool:
         """Are the methods ``names`` still ``owner``'s own, on our class and our instance?"""
