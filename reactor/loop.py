@@ -39,8 +39,9 @@ from collections import deque
 from typing import Any, Callable
 
 from .errors import ClosedError, UsageError
+from .handles import Handle, TimerHandle, _describe, _IOHandle, _nothing
 
-__all__ = ["Reactor", "Handle", "TimerHandle"]
+__all__ = ["Reactor", "Handle", "TimerHandle"]  # the handles live in reactor/handles.py
 
 log = logging.getLogger("reactor")
 trace = logging.getLogger("reactor.trace")
@@ -55,73 +56,6 @@ def _closed(fileobj: Any) -> bool:
         return (fileobj if isinstance(fileobj, int) else fileobj.fileno()) < 0
     except (OSError, ValueError):
         return True
-
-
-class Handle:
-    """A callback scheduled on a reactor; ``cancel()`` stops it from running."""
-
-    __slots__ = ("callback", "args", "cancelled")
-
-    def __init__(self, callback: Callable[..., Any], args: tuple) -> None:
-        self.callback = callback
-        self.args = args
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        """Make sure the callback will not run (again).  Idempotent."""
-        self.cancelled = True
-
-    def __repr__(self) -> str:
-        name = getattr(self.callback, "__qualname__", repr(self.callback))
-        return f"<{type(self).__name__} {name}{' cancelled' if self.cancelled else ''}>"
-
-
-def _nothing() -> None:
-    pass
-
-
-def _describe(handle: Handle) -> str:
-    """Name a handle's callback for the trace: ``Connection._expired on <Connection #3 ...>``."""
-    callback = handle.callback
-    owner = getattr(callback, "__self__", None)
-    if owner is None:
-        return getattr(callback, "__qualname__", repr(callback))
-    # A bound method: named after the object's own class, not the base
-    # class that happens to define the method.
-    return f"{type(owner).__name__}.{getattr(callback, '__name__', '?')} on {owner!r}"
-
-
-class _IOHandle(Handle):
-    """A reader or writer registration; cancelling it unwatches the descriptor."""
-
-    __slots__ = ("_reactor", "_fileobj", "_slot")
-
-    def __init__(self, callback: Callable[..., Any], args: tuple, reactor: "Reactor", fileobj: Any, slot: int) -> None:
-        super().__init__(callback, args)
-        self._reactor = reactor
-        self._fileobj = fileobj
-        self._slot = slot
-
-    def cancel(self) -> None:
-        if not self.cancelled:
-            self.cancelled = True
-            self._reactor._remove(self._fileobj, self._slot, only=self)
-
-
-class TimerHandle(Handle):
-    """A callback due at ``when`` (in the reactor's clock); ordered by time."""
-
-    __slots__ = ("when", "seq")
-
-    def __init__(self, when: float, seq: int, callback: Callable[..., Any], args: tuple) -> None:
-        super().__init__(callback, args)
-        self.when = when
-        self.seq = seq
-
-    def __lt__(self, other: "TimerHandle") -> bool:
-        # seq breaks ties so timers due at the same moment run in the order
-        # they were scheduled.
-        return (self.when, self.seq) < (other.when, other.seq)
 
 
 class Reactor:

@@ -288,11 +288,14 @@ class RequestTable:
         new = TRANSITIONS[record.kind].get((old, event))
         if new is None:
             raise TransitionError(record, old, event)
+        if new in FINAL_STATES:
+            # Out of the table first, then the final state: a KeyboardInterrupt
+            # landing in between leaves a record that is simply gone, never a
+            # final one still in the table.
+            with self._lock:
+                self._forget(record, event, new)
         record.state = new
         record.changed = self._clock()
-        if new in FINAL_STATES:
-            with self._lock:
-                self._forget(record, event)
         if self._observers or trace.isEnabledFor(_DEBUG):
             self._report(record, old, event, new, reason)
         return new
@@ -306,6 +309,10 @@ class RequestTable:
         """
         record = self._by_request.get(id(request))
         if record is None or record.request is not request:
+            return None
+        if record.state in FINAL_STATES:  # its removal was cut short (KeyboardInterrupt): finish it
+            with self._lock:
+                self._forget(record, event, record.state)
             return None
         self.transition(record, event, reason)
         return record
@@ -322,12 +329,13 @@ class RequestTable:
             self.counters[name] = value
         return value
 
-    def _forget(self, record: Record, event: Event) -> None:
-        del self._records[record.id]
-        self._live_kinds[record.kind] -= 1
+    def _forget(self, record: Record, event: Event, final: State) -> None:
         self._by_request.pop(id(record.request), None)
+        if self._records.pop(record.id, None) is None:
+            return  # already removed (by a removal that an exception cut short)
+        self._live_kinds[record.kind] -= 1
         record.request = None  # do not keep a closed socket alive through the record
-        if record.state is _FAILED:
+        if final is _FAILED:
             self.totals["failed"] += 1
         elif event is _REJECT:
             self.totals["rejected"] += 1

@@ -375,3 +375,33 @@ def test_concurrent_open_and_finish() -> None:
     }  # fmt: skip
     assert sorted(i for chunk in ids for i in chunk) == list(range(1, total + 1))
     assert len(observed) == total + sum(len(e) * c for e, c in zip(endings, per_ending))
+
+
+def test_finish_after_a_removal_cut_short_removes_quietly():
+    # A KeyboardInterrupt can land anywhere; the lifecycle's clean-up then
+    # calls finish(request, ERROR).  A record caught between its final
+    # state and its removal must be removed, not raise TransitionError.
+    table = RequestTable()
+    request = object()
+    record = table.open(Kind.DATAGRAM, request, "peer", socket.AF_INET)
+    record.state = State.DONE  # as if interrupted right after the state change
+    assert table.finish(request, Event.ERROR, "KeyboardInterrupt/SystemExit") is None
+    assert len(table) == 0 and table.find(request) is None
+    assert table.totals["finished"] == 1 and table.live() == 0
+
+
+def test_a_final_transition_leaves_the_table_before_the_state_changes():
+    seen: list[tuple[int, State]] = []
+    table = RequestTable(clock=lambda: 0.0)
+    request = object()
+    record = table.open(Kind.DATAGRAM, request, "peer", socket.AF_INET)
+    table.transition(record, Event.DISPATCH)
+
+    class Watch(dict):  # the table's record map, watched as the record leaves it
+        def pop(self, key, default=None):
+            seen.append((key, record.state))
+            return super().pop(key, default)
+
+    table._records = Watch(table._records)
+    table.transition(record, Event.FINISH)
+    assert seen == [(record.id, State.PROCESSING)] and record.state is State.DONE
