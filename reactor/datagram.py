@@ -70,11 +70,6 @@ def receive(sock: socket.socket, size: int) -> tuple[bytes, Any]:
     return data, address
 
 
-def no_address(address: Any) -> bool:
-    """True for the address of an unbound Unix datagram client: nowhere to reply."""
-    return address is None or address == "" or address == b""
-
-
 class DatagramReply:
     """The ``socket`` a datagram handler replies through (``self.socket``).
 
@@ -160,7 +155,7 @@ class ReplyQueue:
         self._delay = RETRY_FIRST
 
     def send(self, record: Record | None, data: bytes, address: Any) -> None:
-        if not address:  # None, "" or b"" (no_address(), inline: this runs per datagram)
+        if not address:  # None, "" or b"": the address of an unbound Unix datagram client
             return  # an unbound Unix datagram client cannot be answered
         if address not in self._stuck and self._attempt(record, data, address) is not FULL:
             return

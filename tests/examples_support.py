@@ -10,6 +10,10 @@ Every example in ``examples/`` follows one convention when it serves
 * SIGINT or SIGTERM closes everything, prints
   ``closed; socket files left: none`` and exits 0.
 
+``self_test(name)`` runs an example's ``--self-test`` and ``check_clean``
+checks what every self-test promises (exit 0, no socket file left, no
+traceback or ResourceWarning).
+
 ``served(name, *args)`` starts one in a subprocess (under ``-X dev``, so an
 unclosed socket shows up as a ResourceWarning), waits for the ready line
 and yields a ``Served`` with the addresses by label; leaving the block sends
@@ -130,3 +134,24 @@ def served(name: str, *args: str, timeout: float = 20.0, env: dict[str, str] | N
     assert "ResourceWarning" not in err, report
     for path in run.unix_paths():
         assert not os.path.exists(path), f"{path} left behind\n{report}"
+
+
+def self_test(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<name> --self-test`` (under ``-X dev``) to its end."""
+    return subprocess.run(
+        [sys.executable, "-X", "dev", str(EXAMPLES / name), "--self-test", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def check_clean(result: subprocess.CompletedProcess[str]) -> str:
+    """Exit 0, nothing left behind, no traceback or ResourceWarning; returns the report."""
+    report = f"exit {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+    assert result.returncode == 0, report
+    assert "socket files left: none" in result.stdout, report
+    assert "Traceback" not in result.stderr, report
+    assert "ResourceWarning" not in result.stderr, report
+    return report

@@ -10,14 +10,12 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-import subprocess
-import sys
 import time
 from typing import Any, Iterator
 
 import pytest
 
-from examples_support import EXAMPLES, ROOT, served
+from examples_support import check_clean, self_test, served
 
 TIMEOUT = 10.0
 
@@ -206,14 +204,8 @@ def test_a_member_too_far_behind_is_dropped_after_a_notice():
         assert ada.expect("* here:") == "* here: ada"
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(70)
 def test_self_test_passes():
-    result = subprocess.run(
-        [sys.executable, "-X", "dev", str(EXAMPLES / "chat.py"), "--self-test"],
-        cwd=ROOT, capture_output=True, text=True, timeout=50,
-    )  # fmt: skip
-    report = f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    assert result.returncode == 0, report
+    result = self_test("chat.py")
+    report = check_clean(result)
     assert result.stdout.count("  ok") == 6 and "WRONG" not in result.stdout, report
-    assert "closed; socket files left: none" in result.stdout, report
-    assert "Traceback" not in result.stderr and "ResourceWarning" not in result.stderr, report

@@ -23,7 +23,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,32 +30,12 @@ from typing import Any
 import pytest
 
 from conftest import CLIENT_TIMEOUT, HAVE_IPV6, client_exchange, read_all
-from examples_support import served
+from examples_support import check_clean, self_test, served
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SILENCE = 0.5  # how long a client waits to see that a busy server does not answer yet
 needs_ipv6 = pytest.mark.skipif(not HAVE_IPV6, reason="no IPv6 loopback here")
-
-
-def run_self_test(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-X", "dev", str(EXAMPLES / name), "--self-test", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def check_clean(result: subprocess.CompletedProcess[str]) -> str:
-    """Exit 0, nothing left behind, no traceback or ResourceWarning; returns the report."""
-    report = f"exit {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
-    assert result.returncode == 0, report
-    assert "socket files left: none" in result.stdout, report
-    assert "Traceback" not in result.stderr, report
-    assert "ResourceWarning" not in result.stderr, report
-    return report
 
 
 def check(result: subprocess.CompletedProcess[str], labels: list[str]) -> None:
@@ -102,17 +81,17 @@ def ask(address: Any, payload: bytes, timeout: float = CLIENT_TIMEOUT) -> socket
 
 @pytest.mark.timeout(90)
 def test_four_families() -> None:
-    check(run_self_test("four_families.py"), ["tcp", "udp", "unix", "unix-dgram"])
+    check(self_test("four_families.py"), ["tcp", "udp", "unix", "unix-dgram"])
 
 
 @pytest.mark.timeout(90)
 def test_select_fileno() -> None:
-    check(run_self_test("select_fileno.py"), ["tcp", "udp", "unix"])
+    check(self_test("select_fileno.py"), ["tcp", "udp", "unix"])
 
 
 @pytest.mark.timeout(90)
 def test_asyncio_embed() -> None:
-    result = run_self_test("asyncio_embed.py")
+    result = self_test("asyncio_embed.py")
     check(result, ["tcp", "udp", "unix", "unix-dgram"])
     assert "reactor timer fired under asyncio" in result.stdout, result.stdout
 
@@ -132,31 +111,31 @@ UDP_SELF_TEST = [
 
 @pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=needs_ipv6)])
 def test_stdlib_tcp_self_test(host: str) -> None:
-    result = run_self_test("stdlib_tcp.py", "--host", host)
+    result = self_test("stdlib_tcp.py", "--host", host)
     check_lines(result, TCP_SELF_TEST)
     assert f"UpperFramed on ('{host}'," in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=needs_ipv6)])
 def test_stdlib_udp_self_test(host: str) -> None:
-    result = run_self_test("stdlib_udp.py", "--host", host)
+    result = self_test("stdlib_udp.py", "--host", host)
     check_lines(result, UDP_SELF_TEST)
     assert f"UpperBase on ('{host}'," in result.stdout, result.stdout
 
 
 def test_stdlib_unix_stream_self_test() -> None:
-    check_lines(run_self_test("stdlib_unix_stream.py"), ["unix  reply b'HELLO OVER A UNIX STREAM SOCKET\\n'  ok"])
+    check_lines(self_test("stdlib_unix_stream.py"), ["unix  reply b'HELLO OVER A UNIX STREAM SOCKET\\n'  ok"])
 
 
 def test_stdlib_unix_dgram_self_test() -> None:
     check_lines(
-        run_self_test("stdlib_unix_dgram.py"),
+        self_test("stdlib_unix_dgram.py"),
         ["unix-dgram  reply b'HELLO OVER A UNIX DATAGRAM SOCKET\\n'  ok", "unbound     no reply  ok"],
     )
 
 
 def test_stdlib_threaded_self_test() -> None:
-    result = run_self_test("stdlib_threaded.py")
+    result = self_test("stdlib_threaded.py")
     check_clean(result)
     replies = re.findall(r"^  tcp  reply b(['\"])(.*)\1  ok$", result.stdout, re.M)
     names = [text.rpartition(": ")[0] for _, text in replies]
@@ -166,7 +145,7 @@ def test_stdlib_threaded_self_test() -> None:
 
 
 def test_http_files_self_test() -> None:
-    result = run_self_test("http_files.py")
+    result = self_test("http_files.py")
     check_clean(result)
     for path in ("/", "/hello.txt"):  # the example compares each body with the file it wrote
         assert re.search(rf"^  http  GET {re.escape(path)} +200, \d+ bytes  ok$", result.stdout, re.M), result.stdout
