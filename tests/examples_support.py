@@ -80,6 +80,20 @@ def _read_until_ready(process: subprocess.Popen[bytes], deadline: float) -> list
     raise AssertionError(f"example never printed {READY!r}; stdout: {lines}; stderr: {err.decode()}")
 
 
+def untraced_environment() -> dict[str, str]:
+    """This process's environment, minus what starts coverage in a child.
+
+    A process stopped by a signal whose handler raises (``KeyboardInterrupt``
+    from SIGINT, or from SIGTERM through ``signal.default_int_handler``, as
+    the examples do) can be interrupted inside coverage's tracer while it
+    holds its data lock; the lock is never released and the process hangs
+    at its next traced line (seen in CI: the stack ended in coverage's
+    ``Collector.lock_data``).  So what is stopped by a signal runs untraced;
+    the self-tests, which end by themselves, are still measured.
+    """
+    return {k: v for k, v in os.environ.items() if k != "COVERAGE_PROCESS_START"}
+
+
 def parse_addresses(lines: list[str]) -> dict[str, Any]:
     """``{label: address}`` from the lines an example printed before it was ready."""
     found: dict[str, Any] = {}
@@ -100,7 +114,7 @@ def served(name: str, *args: str, timeout: float = 20.0, env: dict[str, str] | N
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         bufsize=0,
-        env={**os.environ, **(env or {})},
+        env={**untraced_environment(), **(env or {})},
     )
     try:
         lines = _read_until_ready(process, time.monotonic() + timeout)
