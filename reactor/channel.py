@@ -5,7 +5,8 @@ replies; this base class holds what it does with the socket around that:
 
 * output: send what the kernel takes now, queue the rest in ``_out`` and
   watch for writability only while something is queued;
-* closing: ``CLOSING`` sends what is queued, then either closes (the peer
+* closing: ``CLOSING`` sends what is queued (also after a handler failed:
+  the replies it finished before go out), then either closes (the peer
   sent EOF) or lingers (shuts our side, reads and drops input until the
   peer's EOF, at most ``LINGER`` seconds) so a last reply is not destroyed
   by a reset; ``abort`` closes now; ``_release`` forgets the socket;
@@ -129,14 +130,20 @@ class Channel:
         self._want_read(True)
 
     def _finish_close(self) -> None:
-        self._table.transition(self.record, Event.FINISH, f"{self.messages} message(s)")
+        if self._failure:  # a failed connection ends FAILED, once its replies are out
+            self._table.transition(self.record, Event.ERROR, self._failure)
+        else:
+            self._table.transition(self.record, Event.FINISH, f"{self.messages} message(s)")
         self._release()
 
     def abort(self, reason: str) -> None:
         """Close now, dropping queued output (the server is closing, or the peer is gone)."""
         if self.record.state in (State.CLOSED, State.FAILED):
             return
-        self._table.transition(self.record, Event.ABORT, reason)
+        if self._failure:  # it had failed already: it still ends FAILED
+            self._table.transition(self.record, Event.ERROR, f"{self._failure}; then {reason}")
+        else:
+            self._table.transition(self.record, Event.ABORT, reason)
         self._release()
 
     def _broken(self, exc: OSError) -> None:
@@ -145,9 +152,23 @@ class Channel:
         self.abort(f"{type(exc).__name__}: {exc.strerror or exc}")
 
     def _fail(self, reason: str) -> None:
-        if self.record.state not in (State.CLOSED, State.FAILED):
+        """An exception in the lifecycle: the connection ends FAILED.
+
+        Every reply finished before the failure still goes out, in order
+        (held replies, then queued output), through a normal close; nothing
+        after the failing message is handled.  A connection that has sent
+        nothing yet (ACCEPTED) or is already closing fails at once.
+        """
+        state = self.record.state
+        if state is State.CLOSED or state is State.FAILED:
+            return
+        self._failure = reason
+        if state is State.ACCEPTED or state is _CLOSING:
             self._table.transition(self.record, Event.ERROR, reason)
             self._release()
+            return
+        self._frames.clear()
+        self._begin_closing(Event.ERROR, reason)
 
     def _release(self) -> None:
         """Forget the socket: unwatch it, cancel its timer, close it, tell the server."""

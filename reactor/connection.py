@@ -8,7 +8,9 @@ and drives its record through the table:
     PROCESSING -reply-> READING              (output queued, below high water)
     PROCESSING -backlog-> WRITING -drained-> READING   (the peer reads slowly)
     READING -eof/close/protocol-> CLOSING -finish-> CLOSED
-    any -abort-> CLOSED      any -error-> FAILED
+    any -abort-> CLOSED
+    READING/READY/PROCESSING/WRITING -error-> CLOSING -error-> FAILED
+                                     (the replies made before the failure go out first)
 
 Invariants:
 
@@ -93,7 +95,7 @@ class Connection(Channel):
     __slots__ = (
         "server", "sock", "client_address", "record", "data", "messages",
         "_reactor", "_table", "_frames", "_out", "_writing", "_reading",
-        "_close_asked", "_eof", "_deadline", "_bound", "_timer", "_current", "_pumping", "_linger", "_plain", "_replies", "_held",
+        "_close_asked", "_eof", "_failure", "_deadline", "_bound", "_timer", "_current", "_pumping", "_linger", "_plain", "_replies", "_held",
     )  # fmt: skip
 
     def __init__(self, server: Any, sock: socket.socket, client_address: Any, record: Record, reactor: Any) -> None:
@@ -113,6 +115,7 @@ class Connection(Channel):
         self._reading = False  # read interest registered
         self._close_asked = False
         self._eof = False
+        self._failure = ""  # why the connection failed (it closes, then ends FAILED)
         self._deadline: float | None = None
         self._bound = ""  # which bound the deadline is: idle_timeout, request_timeout, ...
         self._linger = False

@@ -129,10 +129,13 @@ TRANSITIONS: dict[Kind, dict[tuple[State, Event], State]] = {
         (S.READING, E.PROTOCOL): S.CLOSING,
         (S.WRITING, E.CLOSE): S.CLOSING,
         (S.CLOSING, E.FINISH): S.CLOSED,
-        # From any live state: a reset peer or a closing server ends it now,
-        # an exception in the lifecycle fails it.
+        # From any live state: a reset peer or a closing server ends it now.
         **{(state, E.ABORT): S.CLOSED for state in _CONNECTION_LIVE},
-        **{(state, E.ERROR): S.FAILED for state in _CONNECTION_LIVE},
+        # An exception in the lifecycle fails it: the replies already made
+        # still go out (CLOSING), then it ends FAILED, never CLOSED.
+        **{(state, E.ERROR): S.CLOSING for state in (S.READING, S.READY, S.PROCESSING, S.WRITING)},
+        (S.ACCEPTED, E.ERROR): S.FAILED,
+        (S.CLOSING, E.ERROR): S.FAILED,
     },
     Kind.DATAGRAM: {
         (S.RECEIVED, E.WAIT): S.READY,

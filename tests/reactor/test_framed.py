@@ -574,3 +574,61 @@ def test_an_overridden_hook_runs_for_every_request(places, hook, where, name, ha
     with server, served(server):
         assert client_exchange(name, server.server_address, b"a\nb\nc\n") == b"A\nB\nC\n"
     assert calls == [hook] * requests
+
+
+# ------------------------------------------------ a failing handler loses nothing
+
+
+class KeyValue(reactor.MessageHandler):
+    """SET/GET on the connection's data; BOOM raises; BIG replies 4 MiB."""
+
+    def handle(self) -> None:
+        words = self.message.split()
+        store = self.connection.data
+        if words[0] == b"BOOM":
+            raise ValueError("boom")
+        if words[0] == b"BIG":
+            self.wfile.write(b"x" * (4 << 20) + b"\n")
+        elif words[0] == b"SET":
+            store[words[1]] = words[2]
+            self.wfile.write(b"OK\n")
+        else:
+            self.wfile.write(store.get(words[1], b"nil") + b"\n")
+
+
+STRATEGIES = {
+    "inline": reactor.Inline,
+    "pool": lambda: reactor.ThreadPool(2),
+    "fork": lambda: reactor.Fork(2),
+}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("dispatch", list(STRATEGIES))
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_replies_finished_before_a_handler_raises_still_go_out(places, name, dispatch):
+    """``SET a 1\\nBOOM\\nGET a\\n`` in one write: the SET reply arrives, then EOF."""
+    with make(places, name, KeyValue, dispatch=STRATEGIES[dispatch]()) as server:
+        finals = ends(server)
+        with served(server), connect(server) as client:
+            client.sendall(b"SET a 1\nBOOM\nGET a\n")
+            assert read_all(client) == b"OK\n"  # the SET's reply, nothing after BOOM
+            wait_for(lambda: server.request_table.totals["failed"] >= 1 and not server.connections)
+            assert (State.FAILED, Event.ERROR) in finals.values()
+            if dispatch != "fork":  # a forked handler's error is reported in the child
+                assert [type(exc) for _, exc in server.errors] == [ValueError]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("dispatch", list(STRATEGIES))
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_queued_output_goes_out_before_a_failed_connection_closes(places, name, dispatch):
+    """A 4 MiB reply still queued when the next message's handler raises is sent whole."""
+    # Reading resumes (and BOOM is handled) while up to 1 MiB is still queued.
+    bounds = {"output_high_water": 2 << 20, "output_low_water": 1 << 20}
+    with make(places, name, KeyValue, dispatch=STRATEGIES[dispatch](), **bounds) as server:
+        with served(server), connect(server) as client:
+            client.sendall(b"BIG\nBOOM\nGET a\n")
+            data = read_all(client)
+            assert len(data) == (4 << 20) + 1 and data.endswith(b"x\n")
+            wait_for(lambda: server.request_table.totals["failed"] >= 1 and not server.connections)

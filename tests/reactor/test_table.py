@@ -42,10 +42,13 @@ DOCUMENTED = {
         (S.WRITING, E.CLOSE): S.CLOSING,
         (S.CLOSING, E.FINISH): S.CLOSED,
         **{
-            (state, event): final
+            (state, E.ABORT): S.CLOSED
             for state in (S.ACCEPTED, S.READING, S.READY, S.PROCESSING, S.WRITING, S.CLOSING)
-            for event, final in ((E.ABORT, S.CLOSED), (E.ERROR, S.FAILED))
         },
+        # A failure sends the replies made before it (CLOSING), then ends FAILED.
+        **{(state, E.ERROR): S.CLOSING for state in (S.READING, S.READY, S.PROCESSING, S.WRITING)},
+        (S.ACCEPTED, E.ERROR): S.FAILED,
+        (S.CLOSING, E.ERROR): S.FAILED,
     },
     Kind.DATAGRAM: {
         (S.RECEIVED, E.WAIT): S.READY,
