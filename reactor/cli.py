@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import signal
 import sys
 from typing import Any, Callable
@@ -139,8 +140,8 @@ def _number(cast: Callable[[str], Any], what: str) -> Callable[[str], Any]:
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what} or 'none', not {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected {what} greater than 0 or 'none', not {text!r}")
+        if not math.isfinite(value) or value <= 0:  # nan, inf: see reactor.servers.check_seconds
+            raise argparse.ArgumentTypeError(f"expected finite {what} greater than 0 or 'none', not {text!r}")
         return value
 
     return convert

@@ -31,8 +31,15 @@ class Handle:
         self.cancelled = False
 
     def cancel(self) -> None:
-        """Make sure the callback will not run (again).  Idempotent."""
+        """Make sure the callback will not run (again).  Idempotent.
+
+        The handle lets go of the callback and its arguments at once, so
+        what they point at (a closed connection, say) is freed even while
+        the handle itself still waits in a queue or the timer heap.
+        """
         self.cancelled = True
+        self.callback = _nothing
+        self.args = ()
 
     def __repr__(self) -> str:
         name = getattr(self.callback, "__qualname__", repr(self.callback))
@@ -67,19 +74,31 @@ class _IOHandle(Handle):
 
     def cancel(self) -> None:
         if not self.cancelled:
-            self.cancelled = True
+            super().cancel()
             self._reactor._remove(self._fileobj, self._slot, only=self)
 
 
 class TimerHandle(Handle):
-    """A callback due at ``when`` (in the reactor's clock); ordered by time."""
+    """A callback due at ``when`` (in the reactor's clock); ordered by time.
 
-    __slots__ = ("when", "seq")
+    Cancelling one tells its reactor, which rebuilds its heap without the
+    cancelled timers once they are most of it (see ``Reactor._prune_timers``).
+    """
 
-    def __init__(self, when: float, seq: int, callback: Callable[..., Any], args: tuple) -> None:
+    __slots__ = ("when", "seq", "in_heap", "_reactor")
+
+    def __init__(self, when: float, seq: int, callback: Callable[..., Any], args: tuple, reactor: "Reactor | None" = None) -> None:
         super().__init__(callback, args)
         self.when = when
         self.seq = seq
+        self.in_heap = reactor is not None  # still in the reactor's heap (not popped nor pruned)
+        self._reactor = reactor
+
+    def cancel(self) -> None:
+        if not self.cancelled:
+            super().cancel()
+            if self.in_heap:
+                self._reactor._timer_cancelled()
 
     def __lt__(self, other: "TimerHandle") -> bool:
         # seq breaks ties so timers due at the same moment run in the order

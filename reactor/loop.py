@@ -46,6 +46,16 @@ __all__ = ["Reactor", "Handle", "TimerHandle"]  # the handles live in reactor/ha
 log = logging.getLogger("reactor")
 trace = logging.getLogger("reactor.trace")
 
+#: The longest one select() may sleep.  epoll takes milliseconds in a C int
+#: (about 24.8 days: a longer timeout raised OverflowError); a loop that
+#: wakes once a day to find nothing due costs nothing.  asyncio caps it too.
+MAX_SELECT_TIMEOUT = 24 * 3600.0
+
+#: Cancelled timers are dropped from the heap all at once when they are more
+#: than half of it (and at least this many): until then each waits its turn,
+#: holding nothing (cancelling a handle drops its callback and arguments).
+PRUNE_AT_LEAST = 64
+
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 
@@ -79,6 +89,7 @@ class Reactor:
         self._selector = selector if selector is not None else selectors.DefaultSelector()
         self._clock = clock
         self._timers: list[TimerHandle] = []
+        self._cancelled_timers = 0  # cancelled handles still in the heap
         self._timer_seq = itertools.count()
         self._ready: deque[Handle] = deque()
         self._servers: list[Any] = []
@@ -194,12 +205,37 @@ class Reactor:
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
         """Run ``callback(*args)`` once, when the clock reaches ``when``.
 
-        Cancel the returned handle to drop it.  A cancelled timer stays in
-        the heap until it would have fired, then is thrown away unrun.
+        Cancel the returned handle to drop it: it lets go of the callback
+        and its arguments at once, and the heap is rebuilt without the
+        cancelled timers whenever they are most of it.  ``when`` must not
+        be NaN (UsageError): it would never come; ``inf`` means never.
         """
         self._check_open()
-        timer = TimerHandle(when, next(self._timer_seq), callback, args)
+        if when != when:  # NaN: it would never compare as due and stall the heap
+            raise UsageError(f"a timer's time must be a number, not {when!r}")
+        timer = TimerHandle(when, next(self._timer_seq), callback, args, self)
         heapq.heappush(self._timers, timer)
+        return timer
+
+    def _timer_cancelled(self) -> None:
+        """A timer in the heap was cancelled (TimerHandle.cancel)."""
+        self._cancelled_timers += 1
+
+    def _prune_timers(self) -> None:
+        """Rebuild the heap without its cancelled timers, if they are most of it."""
+        timers = self._timers
+        if self._cancelled_timers < PRUNE_AT_LEAST or self._cancelled_timers * 2 <= len(timers):
+            return
+        live = [timer for timer in timers if not timer.cancelled]
+        heapq.heapify(live)
+        self._timers = live
+        self._cancelled_timers = 0
+
+    def _pop_timer(self) -> TimerHandle:
+        timer = heapq.heappop(self._timers)
+        timer.in_heap = False
+        if timer.cancelled:
+            self._cancelled_timers -= 1
         return timer
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> Handle:
@@ -234,8 +270,9 @@ class Reactor:
         """
         if self._ready:
             return 0.0
+        self._prune_timers()
         while self._timers and self._timers[0].cancelled:
-            heapq.heappop(self._timers)
+            self._pop_timer()
         if not self._timers:
             return None
         return max(0.0, self._timers[0].when - self._clock())
@@ -283,10 +320,13 @@ class Reactor:
         self._check_open()
         self._thread_id = threading.get_ident()
 
-        # 1. How long may we sleep?  Not at all when run() is finishing.
+        # 1. How long may we sleep?  Not at all when run() is finishing; at
+        #    most a day, whatever the timers say (see MAX_SELECT_TIMEOUT).
         wait = 0.0 if self._stopping else self.next_timeout()
         if timeout is not None and (wait is None or timeout < wait):
             wait = timeout
+        if wait is not None and wait > MAX_SELECT_TIMEOUT:
+            wait = MAX_SELECT_TIMEOUT
 
         # 2. Sleep until a descriptor is ready or the time is up.
         tracing = trace.isEnabledFor(logging.DEBUG)
@@ -296,21 +336,29 @@ class Reactor:
             self._trace_wake(wait, self._clock() - started, events)
         ran = 0
 
-        # 3. I/O callbacks.
+        # 3. I/O callbacks.  A callback that raises is logged and the loop
+        #    goes on (every server on it would stop otherwise); only
+        #    KeyboardInterrupt and SystemExit leave run_once().
         for key, mask in events:
             reader, writer = key.data
             if mask & _READ and reader is not None and not reader.cancelled:
-                reader.callback(*reader.args)
+                try:
+                    reader.callback(*reader.args)
+                except Exception:
+                    self._callback_failed(reader)
                 ran += 1
             # A reader may have removed or replaced the writer: check again.
             if mask & _WRITE and writer is not None and not writer.cancelled:
-                writer.callback(*writer.args)
+                try:
+                    writer.callback(*writer.args)
+                except Exception:
+                    self._callback_failed(writer)
                 ran += 1
 
         # 4. Timers that are due join the ready queue.
         now = self._clock()
         while self._timers and self._timers[0].when <= now:
-            timer = heapq.heappop(self._timers)
+            timer = self._pop_timer()
             if not timer.cancelled:
                 self._ready.append(timer)
                 if tracing:
@@ -320,13 +368,23 @@ class Reactor:
         for _ in range(len(self._ready)):
             handle = self._ready.popleft()
             if not handle.cancelled:
-                handle.callback(*handle.args)
+                try:
+                    handle.callback(*handle.args)
+                except Exception:
+                    self._callback_failed(handle)
                 ran += 1
 
         # 6. The stdlib's per-iteration hook, for every server we serve.
         for server in tuple(self._servers):
-            server.service_actions()
+            try:
+                server.service_actions()
+            except Exception:
+                log.error("%r: service_actions() raised; the loop goes on", server, exc_info=True)
         return ran
+
+    def _callback_failed(self, handle: Handle) -> None:
+        """A loop callback raised: log it, with the callback named, and go on."""
+        log.error("exception in the callback %s; the loop goes on", _describe(handle), exc_info=True)
 
     def _trace_wake(self, wait: float | None, slept: float, events: list) -> None:
         ready = []
@@ -343,8 +401,9 @@ class Reactor:
         The iteration in which ``stop()`` takes effect runs to its end, so
         callbacks queued before ``stop()`` still run; a ``stop()`` that came
         before ``run()`` makes it do one iteration without waiting and
-        return.  Exceptions from callbacks propagate out of ``run()``
-        (servers catch their own handlers' errors before that).
+        return.  An exception from a callback is logged on the ``reactor``
+        logger at ERROR, naming the callback, and the loop goes on;
+        ``KeyboardInterrupt`` and ``SystemExit`` propagate out of ``run()``.
         """
         restore = self._wake_on_signals()
         try:

@@ -35,6 +35,7 @@ What differs from the stdlib, on purpose:
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 import traceback
@@ -96,12 +97,30 @@ class BaseServer(Serving):
     #: What a request of this server is in the table.
     _record_kind = Kind.STREAM
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, zero_ok in SECONDS.items():  # a bad bound in a class body fails at once
+            if name in cls.__dict__:
+                check_seconds(f"{cls.__name__}.{name}", cls.__dict__[name], zero_ok)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Servers set no attribute per request, so this costs nothing on a hot path.
+        if name in SECONDS:
+            check_seconds(name, value, SECONDS[name])
+        object.__setattr__(self, name, value)
+
+    def _check_bounds(self) -> None:
+        """Raise UsageError if a bound in seconds was set (on the class, later) to nonsense."""
+        for name, zero_ok in SECONDS.items():
+            check_seconds(name, getattr(self, name), zero_ok)
+
     def __init__(self, server_address: Any, RequestHandlerClass: Any, *, dispatch: Strategy | None = None) -> None:
         """Constructor.  May be extended (call it), do not replace it."""
         if dispatch is not None:
             if not isinstance(dispatch, Strategy):
                 raise UsageError(f"dispatch must be Inline(), ThreadPool(n) or Fork(n), not {dispatch!r}")
             self.dispatch = dispatch
+        self._check_bounds()
         self.dispatch.claim()
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
@@ -359,6 +378,29 @@ class BaseServer(Serving):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+#: The server attributes that are seconds, and whether 0 is a valid value
+#: (0 for ``timeout``: handle_request() polls; for ``drain_timeout``: do not wait).
+SECONDS = {"idle_timeout": False, "request_timeout": False, "write_timeout": False, "drain_timeout": True, "timeout": True}
+
+
+def check_seconds(name: str, value: Any, zero_ok: bool = False) -> None:
+    """Raise UsageError unless ``value`` is None or a finite number of seconds (> 0, or >= 0).
+
+    NaN, infinities and negative numbers are refused where they are set: a
+    NaN deadline would never compare as due (and made the loop spin), an
+    infinite one or one past epoll's limit (about 24.8 days) made
+    ``select()`` raise OverflowError.  None means "no limit".
+    """
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{name} must be a number of seconds or None (no limit), not {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        least = ">= 0" if zero_ok else "> 0"
+        raise UsageError(f"{name} must be a finite number of seconds {least}, or None for no limit; not {value!r}")
+
 
 
 _DISPATCH = Event.DISPATCH  # a plain global: the hot path's enum lookup

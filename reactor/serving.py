@@ -176,6 +176,7 @@ class Serving:
         """Called by ``Reactor.add_server``: start watching our socket."""
         if self._reactor is not None:
             raise UsageError(f"{self!r} is already served by {self._reactor!r}")
+        self._check_bounds()  # set on the class since the constructor ran?
         sock = getattr(self, "socket", None)
         if sock is not None:
             # Nonblocking while served: a wakeup for a connection that was

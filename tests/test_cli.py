@@ -218,6 +218,16 @@ def test_usage_errors_exit_2(args):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("option", ["--idle-timeout", "--request-timeout", "--write-timeout"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "0"])
+def test_a_non_finite_or_non_positive_timeout_exits_2(option, value):
+    """--idle-timeout inf exited 1 on the first connection; nan spun a core."""
+    result = run_command("handlers.echo:LineEcho", "--tcp", "127.0.0.1:0", f"{option}={value}")
+    assert result.returncode == 2
+    assert f"expected finite seconds greater than 0 or 'none', not {value!r}" in result.stderr
+
+
+@pytest.mark.timeout(30)
 def test_help_mentions_every_option():
     result = run_command("--help")
     assert result.returncode == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import CLIENT_TIMEOUT, FAMILIES, ReactorThread, connect, family_params, wait_for
+from conftest import CLIENT_TIMEOUT, FAMILIES, ReactorThread, ServingThread, connect, family_params, wait_for
 
 import reactor
 from reactor import State
@@ -467,3 +468,93 @@ def test_a_waiting_datagram_reply_neither_deafens_nor_spins_the_loop(places):
             stuck.sendto(b"again", server.server_address)
             assert stuck.recv(64) == b"again"
     assert server.errors == []
+
+
+# ------------------------------------------------- timeouts: long, infinite, NaN
+
+
+class LineEcho(reactor.MessageHandler):
+    def handle(self) -> None:
+        self.wfile.write(self.message)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_a_month_long_idle_timeout_serves(places, name):
+    """``idle_timeout = 30 days`` died in serve_forever() (epoll's timeout overflowed)."""
+    server = make(places, name, LineEcho, idle_timeout=30 * 86400)
+    with server, ServingThread(server), connect(server) as client:
+        client.sendall(b"still here\n")
+        assert recv_exactly(client, 11) == b"still here\n"
+
+
+BAD_SECONDS = [float("nan"), float("inf"), -float("inf"), -1, 0, "60", True]
+
+
+@pytest.mark.parametrize("bound", ["idle_timeout", "request_timeout", "write_timeout"])
+@pytest.mark.parametrize("value", BAD_SECONDS, ids=repr)
+def test_a_bad_timeout_is_refused_where_it_is_set(places, bound, value):
+    with pytest.raises(reactor.UsageError, match=bound):  # in a class body
+        type("Bad", (reactor.TCPServer,), {bound: value})
+    with reactor.TCPServer(("127.0.0.1", 0), LineEcho) as server:
+        with pytest.raises(reactor.UsageError, match=bound):  # on an instance
+            setattr(server, bound, value)
+        assert getattr(server, bound) == getattr(reactor.TCPServer, bound)  # unchanged
+
+
+@pytest.mark.parametrize("value", [float("nan"), -1, float("inf")], ids=repr)
+def test_a_bad_timeout_set_on_the_class_later_is_refused_by_the_constructor(places, value):
+    class Late(reactor.TCPServer):
+        pass
+
+    Late.request_timeout = value  # past __init_subclass__ and __setattr__
+    with pytest.raises(reactor.UsageError, match="request_timeout"):
+        Late(("127.0.0.1", 0), LineEcho)
+
+
+@pytest.mark.parametrize("bound, value", [("drain_timeout", 0), ("timeout", 0), ("idle_timeout", None), ("idle_timeout", 1e10)])
+def test_good_timeouts_are_accepted(bound, value):
+    with reactor.TCPServer(("127.0.0.1", 0), LineEcho) as server:
+        setattr(server, bound, value)
+        assert getattr(server, bound) == value
+
+
+@pytest.mark.timeout(15)
+def test_a_nan_timeout_cannot_block_the_other_timers(places):
+    """--idle-timeout nan spun a core and kept request_timeout from ever firing."""
+    server = make(places, "tcp4", LineEcho, request_timeout=0.2)
+    with server:
+        with pytest.raises(reactor.UsageError):
+            server.idle_timeout = float("nan")
+        with ServingThread(server), connect(server) as client:
+            client.sendall(b"half a li")
+            assert client.recv(100) == b""  # request_timeout still closes it
+            wait_for(lambda: counter(server, "request_timeout") == 1)
+
+
+# ------------------------------------------ closed connections are not kept alive
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_closed_connections_are_freed_while_a_long_timer_heads_the_heap(places, name):
+    """Each closed connection's cancelled request_timeout timer held the connection until it was due."""
+    server = make(places, name, LineEcho, request_timeout=60.0)
+    with server, reactor.Reactor() as r:
+        r.add_server(server)
+        r.call_later(3600, lambda: None)  # one long timer at the head of the heap
+        for _ in range(300):
+            with connect(server) as client:
+                client.sendall(b"half a line")  # arms request_timeout
+                deadline = time.monotonic() + CLIENT_TIMEOUT
+                while not any(rec.bytes_in for rec in server.request_table):
+                    assert time.monotonic() < deadline
+                    r.run_once(0.05)
+            deadline = time.monotonic() + CLIENT_TIMEOUT
+            while server.connections:  # the peer's close ends it
+                assert time.monotonic() < deadline
+                r.run_once(0.05)
+        gc.collect()
+        alive = [obj for obj in gc.get_objects() if type(obj) is reactor.connection.Connection]
+        assert len(alive) == 0, f"{len(alive)} closed connections are still in memory"
+        assert len(r._timers) < 300 // 2 + 2  # the heap was rebuilt without the cancelled timers

@@ -4,6 +4,7 @@ threads, fileno, lifecycle, tracing and callback errors."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -12,6 +13,8 @@ import selectors
 import signal
 import socket
 import threading
+import time
+import weakref
 from typing import Any
 
 import pytest
@@ -497,34 +500,149 @@ SOURCES = {
 
 
 @pytest.mark.parametrize("source", SOURCES.values(), ids=SOURCES.keys())
-def test_callback_exception_propagates_out_of_run_once(fr, socks, source):
+def test_a_callback_that_raises_is_logged_once_and_the_loop_goes_on(caplog, fr, socks, source):
     a, b = new_pair(socks)
     source(fr, a, b)
     ran: list[str] = []
     fr.call_soon(ran.append, "queued")
-    with pytest.raises(Boom):
-        fr.run_once(0)
+    fr.run_once(0)  # does not raise
     fr.remove_reader(a)
     fr.remove_writer(a)
+    assert ran == ["queued"]  # the other callbacks of the same iteration ran
+    errors = [rec for rec in caplog.records if rec.name == "reactor" and rec.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "boom" in errors[0].getMessage() and errors[0].exc_info[0] is Boom  # the callback named, with its traceback
     fr.call_soon(ran.append, "new")
     fr.run_once(0)
-    assert ran == ["queued", "new"]  # nothing was lost, the reactor still works
+    assert ran == ["queued", "new"]  # the reactor still works
 
 
 @pytest.mark.timeout(10)
-def test_callback_exception_propagates_out_of_run(fr):
-    fr.call_soon(boom)
-    with in_thread(fr, fr.run) as (thread, outcome):
-        thread.join(CLIENT_TIMEOUT)
-        assert not thread.is_alive(), "run() did not let the callback's exception out"
-    assert isinstance(outcome.get("error"), Boom)
+@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit])
+def test_keyboard_interrupt_and_system_exit_still_leave_run_once(fr, error):
+    def stop_now() -> None:
+        raise error()
+
+    fr.call_soon(stop_now)
+    with pytest.raises(error):
+        fr.run_once(0)
+
+
+@pytest.mark.timeout(10)
+def test_a_timer_that_raises_does_not_stop_run_or_its_servers(caplog, fr):
+    def divide() -> None:
+        1 / 0
+
+    fr.call_soon(divide)
     ran: list[int] = []
     fr.call_soon(ran.append, 1)
-    fr.call_soon(fr.stop)
+    fr.call_later(0, fr.stop)
     with in_thread(fr, fr.run) as (thread, outcome):
         thread.join(CLIENT_TIMEOUT)
-        assert not thread.is_alive(), "run() did not stop after a callback had raised"
+        assert not thread.is_alive(), "run() did not stop"
     assert "error" not in outcome and ran == [1]
+    [record] = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
+    assert record.exc_info[0] is ZeroDivisionError and "divide" in record.getMessage()
+
+
+@pytest.mark.timeout(10)
+def test_service_actions_that_raise_are_logged_and_other_servers_go_on(caplog, places):
+    class Faulty(reactor.TCPServer):
+        def service_actions(self) -> None:
+            raise ValueError("faulty")
+
+    with Reactor() as r, Faulty(("127.0.0.1", 0), reactor.BaseRequestHandler) as bad, \
+            reactor.TCPServer(("127.0.0.1", 0), _Echo) as good:
+        r.add_server(bad, poll_interval=0.01)
+        r.add_server(good)
+        with socket.create_connection(good.server_address, timeout=CLIENT_TIMEOUT) as client:
+            client.sendall(b"hi\n")
+            client.shutdown(socket.SHUT_WR)
+            done: list[bytes] = []
+
+            def read() -> None:
+                done.append(client.recv(100))
+
+            deadline = time.monotonic() + CLIENT_TIMEOUT
+            client.setblocking(False)
+            while not done and time.monotonic() < deadline:
+                r.run_once(0.05)
+                try:
+                    read()
+                except BlockingIOError:
+                    pass
+        assert done == [b"hi\n"]
+    assert any("service_actions() raised" in rec.getMessage() for rec in caplog.records)
+
+
+class _Echo(reactor.StreamRequestHandler):
+    def handle(self) -> None:
+        self.wfile.write(self.rfile.readline())
+
+
+# ------------------------------------------------------- long and bad timeouts
+
+
+class RecordingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """Remembers the timeout each select() was asked for, and never waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def select(self, timeout: float | None = None) -> list:
+        self.timeouts.append(timeout)
+        return super().select(0)
+
+
+@pytest.mark.parametrize("delay", [30 * 86400, 1e10, float("inf")])
+def test_a_timer_months_away_does_not_overflow_select(delay):
+    selector = RecordingSelector()
+    with Reactor(selector) as r:
+        r.call_later(delay, noop)
+        r.run_once()
+    # epoll takes milliseconds in a C int: 30 days raised OverflowError in serve_forever().
+    assert selector.timeouts == [reactor.loop.MAX_SELECT_TIMEOUT]
+    assert reactor.loop.MAX_SELECT_TIMEOUT * 1000 < 2**31 - 1
+
+
+def test_a_nan_timer_is_refused(fr):
+    with pytest.raises(reactor.UsageError):
+        fr.call_later(float("nan"), noop)
+    with pytest.raises(reactor.UsageError):
+        fr.call_at(float("nan"), noop)
+
+
+# ------------------------------------------------------- cancelled timers
+
+
+class _Payload:
+    """Something a callback's arguments point at."""
+
+
+def test_a_cancelled_timer_lets_go_of_its_callback_and_arguments(fr):
+    payload = _Payload()
+    gone = weakref.ref(payload)
+    fr.call_later(3600, noop)  # a long timer at the head: the heap is not pruned from the head
+    timer = fr.call_later(7200, noop, payload)
+    del payload
+    timer.cancel()
+    gc.collect()
+    assert gone() is None, "the cancelled timer still holds its arguments"
+
+
+def test_the_heap_is_rebuilt_when_most_of_it_is_cancelled(fr, clock):
+    fr.call_later(3600, noop)  # stays at the head
+    timers = [fr.call_later(7200 + i, noop) for i in range(1000)]
+    for timer in timers[:900]:
+        timer.cancel()
+    fr.run_once(0)
+    assert len(fr._timers) == 101  # the head and the 100 live ones
+    fired: list[int] = []
+    fr.call_later(1, fired.append, 1)
+    clock.now += 2
+    fr.run_once(0)
+    assert fired == [1]  # a rebuilt heap is still a heap
 
 
 @pytest.mark.timeout(20)
