@@ -15,6 +15,8 @@ What the reactor adds to socketserver's datagram path:
   socket (a datagram forged "from" the server) is dropped and counted
   (``replies_to_self``): answered, it would come back as a request, and
   an echo server would answer itself for ever (see ``reactor.ownaddress``).
+* **Warnings a peer can repeat are rate-limited** (``reactor.ratelimit``);
+  the counters keep the exact numbers.
 * **One handler class for all four families.**  A ``MessageHandler`` on a
   datagram server gets the datagram as its message and a peer object as
   ``self.connection``; what it writes goes back as one datagram.
@@ -190,7 +192,10 @@ class ReplyQueue:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.server.request_table.count("replies_dropped")
-                log.warning("%s: socket full for %ss: dropped a reply", self.server.request_table.name, SEND_WAIT)
+                self.server._warnings.warning(
+                    "replies_dropped", "%s: socket full for %ss: dropped a reply", self.server.request_table.name,
+                    SEND_WAIT,
+                )  # fmt: skip
                 return
             time.sleep(min(delay, left))  # a forked child's own wait: no loop to wake
             delay = min(RETRY_MAX, delay * 2)
@@ -214,7 +219,10 @@ class ReplyQueue:
         table = self.server.request_table
         if len(self._queue) >= self.server.max_queued_replies:
             table.count("replies_dropped")
-            log.warning("%s: reply queue full (%d): dropped a reply to %r", table.name, len(self._queue), address)
+            self.server._warnings.warning(
+                "replies_dropped", "%s: reply queue full (%d): dropped a reply to %r",
+                table.name, len(self._queue), address,
+            )  # fmt: skip
             if record is not None and record.state is State.PROCESSING:
                 table.transition(record, Event.QUEUE, "socket full")
                 table.transition(record, Event.DROP, "reply queue full")
@@ -260,9 +268,11 @@ class ReplyQueue:
     def _to_self(self, address: Any) -> None:
         table = self.server.request_table
         table.count("replies_to_self")
-        log.warning(
-            "%s: dropped a reply to the server's own address %r (a datagram with a forged source?)", table.name, address
-        )
+        self.server._warnings.warning(
+            "replies_to_self",
+            "%s: dropped a reply to the server's own address %r (a datagram with a forged source?)",
+            table.name, address,
+        )  # fmt: skip
 
     def _failed(self, record: Record | None, exc: OSError) -> None:
         table = self.server.request_table
@@ -349,7 +359,8 @@ class UDPServer(TCPServer):
         data = request[0] if pair else b""
         if isinstance(data, Truncated):
             table.count("truncated")
-            log.warning(
+            self._warnings.warning(
+                "truncated",
                 "%s: a datagram from %r was longer than max_packet_size (%d): dropped",
                 table.name, client_address, self.max_packet_size,
             )  # fmt: skip

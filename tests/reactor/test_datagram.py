@@ -1,4 +1,4 @@
-"""Datagram servers against hostile peers: no self-echo.
+"""Datagram servers against hostile peers: no self-echo, no log flood.
 
 A forged datagram cannot be sent without raw sockets, so the servers here
 are told by ``get_request`` that one client's datagram came from a forged
@@ -9,6 +9,7 @@ follows, the server answering that address, is real traffic.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from typing import Any, Iterator
@@ -204,3 +205,48 @@ def test_an_unbound_socket_owns_nothing():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         own = OwnAddress(sock)
         assert not own.bound and ("0.0.0.0", 0) not in own and ("127.0.0.1", 0) not in own
+
+
+# ------------------------------------------------------------ the log volume
+
+
+def reactor_warnings(caplog: Any) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "reactor" and r.levelno >= logging.WARNING]
+
+
+@pytest.mark.timeout(30)
+def test_a_peer_that_never_reads_cannot_flood_the_log(places, caplog):
+    caplog.set_level(logging.WARNING, logger="reactor")
+    with reactor.UnixDatagramServer(places.path("srv"), FramedEcho) as server:
+        server.max_queued_replies = 4
+        with served(server), client_of(server, places, None) as (stuck, target):
+            table, sent = server.request_table, 0
+            # Never read: the peer's receive queue fills, then the server's reply
+            # queue, then every further reply is dropped.  Sent in bursts the
+            # server's own receive queue can hold, each handled before the next.
+            while table.counters.get("replies_dropped", 0) < 300:
+                assert sent < 2000, f"only {table.counters} after {sent} datagrams"
+                for _ in range(8):
+                    stuck.sendto(b"%04d" % sent, target)
+                    sent += 1
+                wait_for(lambda: table.totals["opened"] == sent, what=f"the server to read datagram {sent}")
+            dropped = table.counters["replies_dropped"]
+            # Now read it all: every reply was delivered or dropped, and counted.
+            stuck.setblocking(False)
+            delivered = 0
+
+            def drained() -> bool:
+                nonlocal delivered
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        stuck.recv(64)
+                        delivered += 1
+                return len(server._reply_queue) == 0 and len(table) == 0
+
+            wait_for(drained, what="the queued replies to be delivered")
+            drained()
+    assert dropped >= 300 and delivered + table.counters["replies_dropped"] == sent
+    lines = reactor_warnings(caplog)
+    # One line, and one more per 10 s should this run be slow.
+    assert 1 <= len(lines) <= 2, f"{len(lines)} warning lines for {dropped} dropped replies: {lines[:3]}"
+    assert "reply queue full" in lines[0].getMessage()
