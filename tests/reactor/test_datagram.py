@@ -250,3 +250,16 @@ def test_a_peer_that_never_reads_cannot_flood_the_log(places, caplog):
     # One line, and one more per 10 s should this run be slow.
     assert 1 <= len(lines) <= 2, f"{len(lines)} warning lines for {dropped} dropped replies: {lines[:3]}"
     assert "reply queue full" in lines[0].getMessage()
+
+
+def test_where_any_address_can_be_bound_only_loopback_counts_for_a_wildcard(monkeypatch):
+    host = host_ipv4()
+    if host is None:
+        pytest.skip("no non-loopback IPv4 address here")
+    monkeypatch.setattr("reactor.ownaddress._nonlocal_bind_allowed", lambda family: True)  # ip_nonlocal_bind = 1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("0.0.0.0", 0))
+        own = OwnAddress(sock)
+        port = sock.getsockname()[1]
+        assert (host, port) not in own  # bind() would succeed for any address: it proves nothing
+        assert ("127.0.0.1", port) in own and ("0.0.0.0", port) in own
