@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import threading
 import time
 from typing import Any
 
@@ -73,8 +72,9 @@ class OwnAddress:
         self._port = self.address[1] if self._inet else None
         self._host = _ip(self.address[0]) if self._inet else None
         self._wildcard = self._host is not None and self._host.is_unspecified
-        self._local: dict[tuple[Any, Any], tuple[bool, float]] = {}  # (ip, scope) -> (local?, when asked)
-        self._lock = threading.Lock()
+        # (ip, scope) -> (local?, when asked).  No lock: each get, set and
+        # clear is atomic, and two threads asking at once both get it right.
+        self._local: dict[tuple[Any, Any], tuple[bool, float]] = {}
 
     def __contains__(self, address: Any) -> bool:
         if not self._inet:
@@ -97,16 +97,14 @@ class OwnAddress:
         """Is ``ip`` an address of this host?  Asks the kernel with a bind()."""
         scope = address[3] if len(address) >= 4 else 0
         key, now = (ip, scope), time.monotonic()
-        with self._lock:
-            known = self._local.get(key)
+        known = self._local.get(key)
         if known is not None and now - known[1] < LOCAL_TTL:
             return known[0]
         family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
         local = _binds(family, str(ip), scope) and not _nonlocal_bind_allowed(family)
-        with self._lock:
-            if len(self._local) >= LOCAL_CACHE:
-                self._local.clear()
-            self._local[key] = (local, now)
+        if len(self._local) >= LOCAL_CACHE:
+            self._local.clear()
+        self._local[key] = (local, now)
         return local
 
     def __repr__(self) -> str:
