@@ -15,7 +15,7 @@ same way: take the listener out of the selector, and put it back later.
   connection is accepted and closed at once on a descriptor kept in
   reserve for the purpose, so its client gets an answer rather than a
   hang, and the listener rests for a back-off that doubles from 10 ms up
-  to 1 s.  Each back-off is counted and logged once.
+  to 1 s.  Each back-off is counted, and logged (at most once per 10 s).
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ class AcceptGate:
         table.count("accept_errors")
         shed = self._shed_one()
         self._delay = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._delay * 2))
-        log.warning(
-            "%s: accept() failed: %s; %slistener resting %.0f ms",
+        self.server._warnings.warning(
+            "accept_error", "%s: accept() failed: %s; %slistener resting %.0f ms",
             table.name, exc.strerror or exc, "closed one waiting connection; " if shed else "", self._delay * 1000,
         )  # fmt: skip
         self._pause("backoff")

@@ -375,7 +375,8 @@ class Connection(Channel):
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         self._table.count("too_long" if isinstance(exc, MessageTooLong) else "protocol_errors")
-        log.warning("%s: %r: %s; closing the connection", self._table.name, self.client_address, exc)
+        warn = self.server._warnings.warning  # rate-limited: a peer can break the framing again and again
+        warn("protocol_error", "%s: %r: %s; closing the connection", self._table.name, self.client_address, exc)
         try:
             reply = self.server.protocol_error_reply(exc, self)
         except Exception:

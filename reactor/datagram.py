@@ -11,6 +11,12 @@ What the reactor adds to socketserver's datagram path:
   takes it; if the socket is full (EAGAIN, ENOBUFS) the reply waits in a
   small bounded queue, retried on a back-off timer, and is dropped with a
   count when the queue is full (anyio#1294, asyncio's gh-135444).
+* **Never a reply to itself.**  A reply addressed to the server's own
+  socket (a datagram forged "from" the server) is dropped and counted
+  (``replies_to_self``): answered, it would come back as a request, and
+  an echo server would answer itself for ever (see ``reactor.ownaddress``).
+* **Warnings a peer can repeat are rate-limited** (``reactor.ratelimit``);
+  the counters keep the exact numbers.
 * **One handler class for all four families.**  A ``MessageHandler`` on a
   datagram server gets the datagram as its message and a peer object as
   ``self.connection``; what it writes goes back as one datagram.
@@ -27,6 +33,7 @@ from typing import Any
 
 from handlers.message import MessageRequest
 
+from .ownaddress import OwnAddress
 from .servers import BaseServer, _is_framed
 from .tcp import TCPServer
 from .table import Event, Kind, Record, State
@@ -144,7 +151,8 @@ class ReplyQueue:
     for a Unix datagram socket "writable" says nothing about the peer's
     queue, and watching it would spin.  Replies to one peer keep their
     order, and one stuck peer does not hold up replies to the others.
-    Call ``send`` from any thread.
+    A reply to the server's own address is dropped and counted
+    (``replies_to_self``), never sent.  Call ``send`` from any thread.
     """
 
     def __init__(self, server: Any) -> None:
@@ -153,10 +161,19 @@ class ReplyQueue:
         self._stuck: dict[Any, int] = {}  # address -> how many replies to it wait
         self._timer: Any = None
         self._delay = RETRY_FIRST
+        self._own: OwnAddress | None = None  # the server socket's address, once it is bound
 
     def send(self, record: Record | None, data: bytes, address: Any) -> None:
         if not address:  # None, "" or b"": the address of an unbound Unix datagram client
             return  # an unbound Unix datagram client cannot be answered
+        own = self._own
+        if own is None or not own.bound:
+            own = self._own = OwnAddress(self.server.socket)
+        if address in own:
+            # Sent, it would come back to us as a request, whose reply would
+            # come back ... : one forged datagram, an endless self-echo.
+            self._to_self(address)
+            return
         if address not in self._stuck and self._attempt(record, data, address) is not FULL:
             return
         reactor = self.server.reactor
@@ -175,7 +192,10 @@ class ReplyQueue:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.server.request_table.count("replies_dropped")
-                log.warning("%s: socket full for %ss: dropped a reply", self.server.request_table.name, SEND_WAIT)
+                self.server._warnings.warning(
+                    "replies_dropped", "%s: socket full for %ss: dropped a reply", self.server.request_table.name,
+                    SEND_WAIT,
+                )  # fmt: skip
                 return
             time.sleep(min(delay, left))  # a forked child's own wait: no loop to wake
             delay = min(RETRY_MAX, delay * 2)
@@ -199,7 +219,10 @@ class ReplyQueue:
         table = self.server.request_table
         if len(self._queue) >= self.server.max_queued_replies:
             table.count("replies_dropped")
-            log.warning("%s: reply queue full (%d): dropped a reply to %r", table.name, len(self._queue), address)
+            self.server._warnings.warning(
+                "replies_dropped", "%s: reply queue full (%d): dropped a reply to %r",
+                table.name, len(self._queue), address,
+            )  # fmt: skip
             if record is not None and record.state is State.PROCESSING:
                 table.transition(record, Event.QUEUE, "socket full")
                 table.transition(record, Event.DROP, "reply queue full")
@@ -241,6 +264,15 @@ class ReplyQueue:
             self._stuck[address] = left
         else:
             self._stuck.pop(address, None)
+
+    def _to_self(self, address: Any) -> None:
+        table = self.server.request_table
+        table.count("replies_to_self")
+        self.server._warnings.warning(
+            "replies_to_self",
+            "%s: dropped a reply to the server's own address %r (a datagram with a forged source?)",
+            table.name, address,
+        )  # fmt: skip
 
     def _failed(self, record: Record | None, exc: OSError) -> None:
         table = self.server.request_table
@@ -327,7 +359,8 @@ class UDPServer(TCPServer):
         data = request[0] if pair else b""
         if isinstance(data, Truncated):
             table.count("truncated")
-            log.warning(
+            self._warnings.warning(
+                "truncated",
                 "%s: a datagram from %r was longer than max_packet_size (%d): dropped",
                 table.name, client_address, self.max_packet_size,
             )  # fmt: skip

@@ -48,6 +48,7 @@ from .connection import Connection
 from .dispatch import Inline, Strategy
 from .errors import UsageError
 from .loop import Reactor
+from .ratelimit import RateLimitedLog
 from .serving import Serving
 from .table import FINAL_STATES, Event, Kind, Record, RequestTable, family_name
 
@@ -140,6 +141,7 @@ class BaseServer(Serving):
         self._waiting: Any = deque()  # framed connections with a message READY, waiting for room
         self._released = False  # server_close() gave the strategy back
         self._plain = False  # may requests skip the hooks that only call each other? (see _attach)
+        self._warnings = RateLimitedLog(log)  # warnings a peer can repeat: one line per kind per 10 s
 
     # ----------------------------------------------------- overridable hooks
 
