@@ -146,6 +146,7 @@ def test_a_bound_but_not_listening_owner_is_not_taken_over(owner, places):
                 cls(path, handler_for("unix" if cls is reactor.UnixStreamServer else "unix-dgram"))
             assert_in_use(err)
             assert identity(path) == before
+            assert os.path.exists(lock_of(path)) == (owner == "reactor")  # a refused server leaves no lock file
         if owner == "reactor":
             first.server_activate()  # and it serves, on its own file
             with ServingThread(first, close=False):
