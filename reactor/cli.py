@@ -41,7 +41,7 @@ from .loop import Reactor
 from .tcp import TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer
 
-__all__ = ["add_serve_parser", "serve", "parse_address", "load_handler", "UsageFailure"]
+__all__ = ["add_serve_parser", "serve", "parse_address", "parse_socket_mode", "load_handler", "UsageFailure"]
 
 log = logging.getLogger("reactor")
 
@@ -118,6 +118,14 @@ def parse_dispatch(text: str) -> tuple[str, int]:
     if not count.isdigit() or int(count) < 1:
         raise argparse.ArgumentTypeError(f"N in {text!r} must be a whole number of at least 1")
     return name, int(count)
+
+
+def parse_socket_mode(text: str) -> int:
+    """An octal mode, ``660``, ``0660`` or ``0o660``, from 0 to 7777 -> int; an argparse type."""
+    digits = text[2:] if text[:2].lower() == "0o" else text
+    if not digits or any(c not in "01234567" for c in digits) or int(digits, 8) > 0o7777:
+        raise argparse.ArgumentTypeError(f"expected an octal mode from 0 to 7777, like 660 or 0o660, not {text!r}")
+    return int(digits, 8)
 
 
 def make_strategy(spec: tuple[str, int]) -> Strategy:
@@ -230,6 +238,9 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                         help="seconds a started message has to arrive completely")
     bounds.add_argument("--write-timeout", type=seconds, metavar="S", default=argparse.SUPPRESS,
                         help="seconds queued output may wait without progress")
+    p.add_argument("--socket-mode", type=parse_socket_mode, default=None, metavar="MODE",
+                   help="permission bits of every Unix socket file, in octal (660: owner and group may "
+                   "connect), set before anyone can connect; default: as the umask makes them")
     p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="WARNING", metavar="LEVEL",
                    help="log to stderr from this level: " + ", ".join(LOG_LEVELS) + " (default WARNING)")
     p.add_argument("--trace", action="store_true",
@@ -262,6 +273,8 @@ def serve(args: argparse.Namespace) -> int:
         if not args.addresses:
             raise UsageFailure("no address: give at least one --tcp, --udp, --unix or --unix-dgram")
         addresses = [(kind, text, parse_address(kind, text)) for kind, text in args.addresses]
+        if args.socket_mode is not None and all(FAMILIES[kind][1] for kind, _, _ in addresses):
+            raise UsageFailure("--socket-mode needs a --unix or --unix-dgram address")
         handler = load_handler(args.handler)
     except UsageFailure as exc:
         print(f"python -m reactor serve: error: {exc}", file=sys.stderr)
@@ -281,7 +294,9 @@ def serve(args: argparse.Namespace) -> int:
     status = 0
     try:
         for kind, text, address in addresses:
-            server_class = FAMILIES[kind][0]
+            server_class, has_port = FAMILIES[kind]
+            if args.socket_mode is not None and not has_port:  # a class attribute: the constructor binds
+                server_class = type(server_class.__name__, (server_class,), {"socket_mode": args.socket_mode})
             try:
                 server = server_class(address, handler, dispatch=make_strategy(args.dispatch))
             except (OSError, ReactorError) as exc:  # the constructor has closed its own socket

@@ -13,6 +13,7 @@ import os
 import pathlib
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -160,6 +161,38 @@ def test_bounds_are_set_on_every_server(places):
         command.close()
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("text, mode", [("660", 0o660), ("0o600", 0o600), ("0666", 0o666)])
+def test_socket_mode_sets_the_mode_of_every_unix_socket_file(places, text, mode):
+    unix, dgram = os.path.join(places.dir, "s.sock"), os.path.join(places.dir, "d.sock")
+    command = Command("handlers.echo:LineEcho", "--unix", unix, "--unix-dgram", dgram, "--tcp", "127.0.0.1:0",
+                      "--socket-mode", text)
+    try:
+        found = command.serving(3)
+        for path in (unix, dgram):
+            assert stat.S_IMODE(os.lstat(path).st_mode) == mode, (path, oct(os.lstat(path).st_mode))
+        assert client_exchange("unix", found["unix"], b"moded\n") == b"moded\n"
+        assert command.stop() == 0, command.stderr()
+        assert os.listdir(places.dir) == []  # the socket files and their lock files
+    finally:
+        command.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_second_command_on_the_same_path_exits_2_and_the_first_keeps_serving(places):
+    unix = os.path.join(places.dir, "s.sock")
+    first = Command("handlers.echo:LineEcho", "--unix", unix)
+    try:
+        first.serving(1)
+        result = run_command("handlers.echo:LineEcho", "--unix", unix)
+        assert result.returncode == 2
+        assert f"cannot bind unix {unix}: [Errno 98] {unix} is in use by another process" in result.stderr
+        assert client_exchange("unix", unix, b"still mine\n") == b"still mine\n"
+        assert first.stop() == 0, first.stderr()
+    finally:
+        first.close()
+
+
 # ------------------------------------------------------------- errors
 
 
@@ -228,12 +261,29 @@ def test_a_non_finite_or_non_positive_timeout_exits_2(option, value):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("text", ["abc", "8", "-1", "10000", "0x1ff", "", "6.6"])
+def test_a_bad_socket_mode_exits_2_saying_what_is_accepted(text):
+    result = run_command("handlers.echo:LineEcho", "--unix", "/nonexistent/s.sock", "--socket-mode", text)
+    assert result.returncode == 2
+    assert "--socket-mode" in result.stderr and "octal" in result.stderr, result.stderr
+    assert f"{text!r}" in result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_socket_mode_without_a_unix_address_exits_2():
+    result = run_command("handlers.echo:LineEcho", "--tcp", "127.0.0.1:0", "--socket-mode", "600")
+    assert result.returncode == 2
+    assert "--socket-mode needs a --unix or --unix-dgram address" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.timeout(30)
 def test_help_mentions_every_option():
     result = run_command("--help")
     assert result.returncode == 0
     for option in ["MODULE:CLASS", "--tcp", "--udp", "--unix", "--unix-dgram", "--dispatch", "--max-connections",
                    "--max-message-size", "--idle-timeout", "--request-timeout", "--write-timeout", "--log-level",
-                   "--trace", "SIGTERM", "examples:"]:
+                   "--socket-mode", "--trace", "SIGTERM", "examples:"]:
         assert option in result.stdout, option
 
 
