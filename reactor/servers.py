@@ -129,11 +129,32 @@ class BaseServer(Serving):
 
     def server_close(self) -> None:
         """Clean up the server: stop serving it, then let the strategy's running
-        requests end (``block_on_close``, at most ``drain_timeout`` seconds)."""
-        self._leave_reactor()
-        if not self._released:
-            self._released = True
+        requests end (``block_on_close``, at most ``drain_timeout`` seconds).
+
+        Exception-safe: whatever raises (a KeyboardInterrupt while waiting
+        for running requests, say), every step still runs, and subclasses
+        close their socket and socket file in ``finally``; the exception
+        then propagates.  If the wait itself is interrupted, what is still
+        running is ended at once, as with ``drain_timeout`` 0.
+        """
+        try:
+            self._leave_reactor()
+        finally:
+            if not self._released:
+                self._released = True
+                self._release_dispatch()
+
+    def _release_dispatch(self) -> None:
+        try:
             self.dispatch.release(wait=self.block_on_close, timeout=self.drain_timeout)
+        except BaseException:
+            # Interrupted while draining (a second Ctrl-C): do not wait any
+            # more, but leave no worker blocked and no child running.
+            try:
+                self.dispatch.close(wait=True, timeout=0)
+            except Exception:
+                log.exception("%s: ending the running requests at once failed", self.request_table.name)
+            raise
 
     def service_actions(self) -> None:  # overriding it makes the loop wake every poll_interval
         """Called once per loop iteration while the server is served.

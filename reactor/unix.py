@@ -40,8 +40,10 @@ class _SocketFile:
         self._socket_file = _file_identity(self.server_address)
 
     def server_close(self) -> None:
-        super().server_close()  # type: ignore[misc]
-        _remove_own_socket(self.server_address, getattr(self, "_socket_file", None))
+        try:
+            super().server_close()  # type: ignore[misc]
+        finally:
+            _remove_own_socket(self.server_address, getattr(self, "_socket_file", None))
 
 
 class UnixStreamServer(_SocketFile, TCPServer):

@@ -1,0 +1,70 @@
+"""Stopping and closing in-process: server_close() whatever raises, no accept after a
+stop, and the default connection limit against the process's descriptor limit."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+from typing import Any
+
+import pytest
+from conftest import CLIENT_TIMEOUT, FAMILIES, ReactorThread, connect, read_all, run_until, wait_for
+
+import reactor
+import reactor.accepting
+from handlers.echo import LineEcho, StreamLineEcho
+from reactor import ThreadPool
+from reactor.dispatch import live_worker_threads
+
+# ------------------------------------------------ server_close, whatever raises
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("name", ["tcp4", "unix"])
+def test_an_interrupted_drain_still_closes_the_listener_and_ends_what_is_left(places, name):
+    # Ctrl-C while server_close() waits for a stuck worker: the listener is
+    # closed, the socket file removed, the worker's connection shut down so
+    # it ends, and the KeyboardInterrupt still reaches the caller.
+    pool = ThreadPool(1)
+    server = places.make_server(name, StreamLineEcho, dispatch=pool)
+    real_close, calls = pool.close, []
+
+    def interrupted_close(wait: bool = True, timeout: float | None = None) -> None:
+        calls.append(timeout)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # as if the signal came while joining the workers
+        real_close(wait=wait, timeout=timeout)
+
+    pool.close = interrupted_close
+    with connect(server) as silent:
+        with reactor.Reactor() as r, ReactorThread(r, close=False):
+            r.call_soon_threadsafe(r.add_server, server)
+            wait_for(lambda: pool.running == 1, what="the handler blocked on the silent client")
+            r.call_soon_threadsafe(r.remove_server, server)
+            wait_for(lambda: server.reactor is None, what="the server left the reactor")
+        with pytest.raises(KeyboardInterrupt):
+            server.server_close()
+        assert calls == [None, 0]  # then the rest was ended at once
+        assert server.socket.fileno() == -1
+        if name == "unix":
+            assert not os.path.exists(server.server_address)
+        assert read_all(silent) == b""  # shut down under the blocked worker
+    wait_for(lambda: live_worker_threads() == 0, what="the worker ended")
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("name", ["tcp4", "unix"])
+def test_a_strategy_that_raises_on_close_still_leaves_nothing_open(places, name):
+    pool = ThreadPool(1)
+    server = places.make_server(name, StreamLineEcho, dispatch=pool)
+
+    def broken_close(wait: bool = True, timeout: float | None = None) -> None:
+        raise KeyboardInterrupt
+
+    pool.close = broken_close
+    with pytest.raises(KeyboardInterrupt):
+        server.server_close()
+    assert server.socket.fileno() == -1
+    if name == "unix":
+        assert not os.path.exists(server.server_address)
