@@ -68,3 +68,35 @@ def test_a_strategy_that_raises_on_close_still_leaves_nothing_open(places, name)
     assert server.socket.fileno() == -1
     if name == "unix":
         assert not os.path.exists(server.server_address)
+
+
+# ------------------------------------------------- no accept once stopping
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("name", ["tcp4", "unix"])
+def test_a_stop_asked_for_mid_burst_takes_no_further_connection(places, name):
+    # Five clients wait in the backlog; verifying the first one asks the
+    # reactor to stop (as a signal handler would): the burst must not
+    # accept the other four on its way out.
+    verified = []
+
+    class StopOnFirst(FAMILIES[name][0]):
+        def verify_request(self, request: Any, client_address: Any) -> bool:
+            verified.append(client_address)
+            self.reactor.stop()
+            return False
+
+    server = places.make_server(name, LineEcho, cls=StopOnFirst)
+    clients = [connect(server) for _ in range(5)]
+    try:
+        with reactor.Reactor() as r:
+            r.add_server(server)
+            r.run()  # returns after the iteration in which stop() was asked for
+            assert len(verified) == 1, verified
+            assert server.request_table.totals["opened"] == 1
+            r.remove_server(server)
+    finally:
+        for sock in clients:
+            sock.close()
+        server.server_close()
