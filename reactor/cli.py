@@ -155,6 +155,12 @@ def load_handler(spec: str) -> type:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or whatever the module raised while importing
         raise UsageFailure(f"cannot import handler {spec!r}: {exc}") from exc
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exc:  # the module called sys.exit(): a usage error too, not a silent exit
+        raise UsageFailure(f"cannot import handler {spec!r}: module called sys.exit({exc.code!r})") from exc
+    except BaseException as exc:  # GeneratorExit or a BaseException of its own
+        raise UsageFailure(f"cannot import handler {spec!r}: {type(exc).__name__}: {exc}") from exc
     try:
         handler = getattr(module, class_name)
     except AttributeError:
