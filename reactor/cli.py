@@ -9,16 +9,20 @@ What the command does, in order:
 3. print one ``serving <family> <address> (<Handler>, <strategy>)`` line per
    server on stdout (port 0 shows the port the kernel chose), then run the
    reactor until SIGINT or SIGTERM;
-4. close every server (``server_close()``: running requests drain, Unix
-   socket files are removed) and the reactor, and exit 0.
+4. close every server (``server_close()``: running requests drain for at
+   most ``--drain-timeout`` seconds, Unix socket files are removed) and
+   the reactor, and exit 0.
 
 Exit statuses: 0 after a signal, 2 for a usage error (a bad address, a
 handler that cannot be imported, a bind failure), each reported as one
-line on stderr after whatever was already opened has been closed.
+line on stderr after whatever was already opened has been closed; 128 +
+the signal's number (130, 143) when a second signal ended it at once.
 
-The signal handler only calls ``reactor.stop()``: it sets a flag and writes
+The first signal only calls ``reactor.stop()``: it sets a flag and writes
 one byte to the reactor's wakeup socketpair, which is safe in a handler;
 everything else happens back in ``serve()`` once ``run()`` has returned.
+The second raises KeyboardInterrupt, which ends even a handler blocked on
+the loop's thread; every server is still closed (see ``Stopper``).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import signal
 import sys
+import time
 from typing import Any, Callable
 
 from handlers import BaseRequestHandler
@@ -37,10 +43,11 @@ from .dispatch import Inline, Strategy, ThreadPool
 from .errors import ReactorError
 from .forking import Fork
 from .loop import Reactor
+from .table import State
 from .tcp import TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer
 
-__all__ = ["add_serve_parser", "serve", "parse_address", "load_handler", "UsageFailure"]
+__all__ = ["add_serve_parser", "serve", "parse_address", "load_handler", "close_servers", "UsageFailure"]
 
 log = logging.getLogger("reactor")
 
@@ -48,6 +55,9 @@ log = logging.getLogger("reactor")
 DEFAULT_WORKERS = 8
 
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+#: Seconds running requests have, after the first signal, to finish (``--drain-timeout``).
+DEFAULT_DRAIN_TIMEOUT = 10.0
 
 
 class ReusableTCPServer(TCPServer):
@@ -129,8 +139,9 @@ def make_strategy(spec: tuple[str, int]) -> Strategy:
     return Inline()
 
 
-def _number(cast: Callable[[str], Any], what: str) -> Callable[[str], Any]:
-    """An argparse type: a positive ``cast`` number, or ``none`` for no limit."""
+def _number(cast: Callable[[str], Any], what: str, zero: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a finite positive ``cast`` number (``zero``: or 0), or ``none`` for no limit."""
+    least = "of 0 or more" if zero else "greater than 0"
 
     def convert(text: str) -> Any:
         if text.lower() == "none":
@@ -139,8 +150,8 @@ def _number(cast: Callable[[str], Any], what: str) -> Callable[[str], Any]:
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what} or 'none', not {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected {what} greater than 0 or 'none', not {text!r}")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"expected {what} {least} or 'none', not {text!r}")
         return value
 
     return convert
@@ -191,8 +202,10 @@ examples:
 
 then, from another terminal:  printf 'hello\\n' | nc -q1 127.0.0.1 9000
 Port 0 lets the kernel choose: the "serving" lines on stdout show the real address.
-SIGINT (Ctrl-C) or SIGTERM stops serving, lets running requests finish, removes the
-Unix socket files and exits 0.  Usage errors exit 2 with one line on stderr.
+SIGINT (Ctrl-C) or SIGTERM stops serving, lets running requests finish (for at most
+--drain-timeout seconds), removes the Unix socket files and exits 0.  A second signal
+ends running requests at once, still removes the socket files, and exits 128+N
+(130 for SIGINT, 143 for SIGTERM).  Usage errors exit 2 with one line on stderr.
 """
 
 
@@ -235,6 +248,9 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                         help="seconds a started message has to arrive completely")
     bounds.add_argument("--write-timeout", type=seconds, metavar="S", default=argparse.SUPPRESS,
                         help="seconds queued output may wait without progress")
+    p.add_argument("--drain-timeout", type=_number(float, "seconds", zero=True), default=DEFAULT_DRAIN_TIMEOUT,
+                   metavar="S", help="after the first signal, seconds running requests have to finish before they "
+                   f"are ended (0: at once; 'none': no limit; default {DEFAULT_DRAIN_TIMEOUT:g})")
     p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="WARNING", metavar="LEVEL",
                    help="log to stderr from this level: " + ", ".join(LOG_LEVELS) + " (default WARNING)")
     p.add_argument("--trace", action="store_true",
@@ -261,6 +277,130 @@ def _strategy_label(spec: tuple[str, int]) -> str:
     return spec[0] if spec[0] == "inline" else f"{spec[0]}:{spec[1]}"
 
 
+class Stopper:
+    """The command's SIGINT and SIGTERM handler: the first signal stops gracefully, the second at once.
+
+    The first signal calls ``reactor.stop()`` (a flag and one byte on the
+    wakeup socketpair: safe in a handler) and starts the grace period:
+    running requests have until ``deadline`` to finish (``drain_timeout``
+    seconds; None: no limit).  While the loop is still running, SIGALRM
+    marks the deadline: an inline handler blocked on a silent client *is*
+    the loop, so when the alarm comes it is interrupted (KeyboardInterrupt).
+
+    The second signal raises KeyboardInterrupt wherever the main thread is.
+    A blocking ``recv()`` is interrupted too: the signal ends the system
+    call with EINTR, Python runs this handler, and because the handler
+    raises, the call is not retried (PEP 475).  The previous handlers come
+    back at that moment, so a third signal has its usual effect.
+    """
+
+    def __init__(self, reactor: Reactor, servers: list[Any], drain_timeout: float | None) -> None:
+        self.reactor = reactor
+        self.servers = servers
+        self.drain_timeout = drain_timeout
+        self.deadline: float | None = None  # time.monotonic() when the grace period ends
+        self.stopping = False  # a first signal came
+        self.second: int | None = None  # the signal that ended it at once
+        self._looping = False  # reactor.run() is running: the alarm may interrupt it
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def restore(self) -> None:
+        """Disarm the alarm and put the handlers back as they were."""
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        while self._previous:
+            signum, handler = self._previous.popitem()
+            signal.signal(signum, handler)
+
+    def run(self) -> None:
+        """``reactor.run()``; the grace period's alarm is armed only meanwhile."""
+        self._looping = True
+        try:
+            self.reactor.run()
+        finally:
+            self._looping = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.stopping:
+            self.second = signum
+            log.warning("%s again: stopping at once%s", name, self._on_the_loop("; cutting short "))
+            self.restore()
+            raise KeyboardInterrupt
+        self.stopping = True
+        grace = "no time limit" if self.drain_timeout is None else f"{self.drain_timeout:g} s"
+        log.info("%s: stopping; running requests have %s to finish (a second signal ends them at once)", name, grace)
+        if self.drain_timeout is not None:
+            self.deadline = time.monotonic() + self.drain_timeout
+            if self._looping:
+                self._previous.setdefault(signal.SIGALRM, signal.signal(signal.SIGALRM, self._on_alarm))
+                signal.setitimer(signal.ITIMER_REAL, max(self.drain_timeout, 0.001))  # 0 would disarm it
+        self.reactor.stop()
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        if not self._looping:
+            return  # the loop returned in time: each server_close() has the rest of the grace period
+        log.warning("drain timeout (%g s) passed with the loop still busy; interrupting it%s",
+                    self.drain_timeout, self._on_the_loop(": "))  # fmt: skip
+        raise KeyboardInterrupt
+
+    def _on_the_loop(self, prefix: str) -> str:
+        """The requests an inline handler is running on the loop, for a log line ('' if none)."""
+        if not self._looping:
+            return ""
+        running = [f"{server.request_table.name} #{record.id} from {record.peer!r}"
+                   for server in self.servers if server.dispatch.inline
+                   for record in server.request_table.snapshot() if record.state is State.PROCESSING]  # fmt: skip
+        return prefix + "; ".join(running) if running else ""
+
+    def exit_status(self) -> int:
+        """128 + the second signal's number; 0 after the grace period ran out; 130 otherwise."""
+        if self.second is not None:
+            return 128 + self.second
+        return 0 if self.stopping else 130
+
+
+def close_servers(servers: list[Any], reactor: Reactor | None = None, *, deadline: float | None = None,
+                  hurry: bool = False) -> None:  # fmt: skip
+    """``server_close()`` every server, in order, whatever one raises; then close ``reactor``.
+
+    ``deadline``: a ``time.monotonic()`` time by which running requests
+    must end; each server's ``drain_timeout`` becomes the time left (None:
+    each keeps its own).  With ``hurry``, and for every server still to
+    close once a ``server_close()`` raised KeyboardInterrupt or
+    SystemExit, ``drain_timeout`` is 0: what still runs is ended at once.
+    The first exception is re-raised when everything is closed; any later
+    one is logged.
+    """
+    error: BaseException | None = None
+    for server in servers:
+        try:
+            if hurry or (error is not None and not isinstance(error, Exception)):
+                server.drain_timeout = 0
+            elif deadline is not None:
+                server.drain_timeout = max(0.0, deadline - time.monotonic())
+            server.server_close()
+        except BaseException as exc:
+            if error is None:
+                error = exc
+            else:
+                log.error("%r: server_close() failed as well", server, exc_info=exc)
+    if reactor is not None:
+        try:
+            reactor.close()
+        except BaseException as exc:
+            if error is None:
+                error = exc
+            else:
+                log.error("%r: close() failed as well", reactor, exc_info=exc)
+    if error is not None:
+        raise error
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the serve command with parsed ``args``; returns the exit status."""
     try:
@@ -275,42 +415,36 @@ def serve(args: argparse.Namespace) -> int:
 
     reactor = Reactor()
     servers: list[Any] = []
-    previous = {}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        reactor.stop()  # a flag and one byte on the wakeup socketpair: safe here
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, on_signal)
+    stopper = Stopper(reactor, servers, args.drain_timeout)
+    stopper.install()
     status = 0
     try:
-        for kind, text, address in addresses:
-            server_class = FAMILIES[kind][0]
-            try:
-                server = server_class(address, handler, dispatch=make_strategy(args.dispatch))
-            except (OSError, ReactorError) as exc:  # the constructor has closed its own socket
-                raise UsageFailure(f"cannot bind {kind} {text}: {exc}") from exc
-            servers.append(server)
-            for option, attribute in BOUNDS.items():
-                if hasattr(args, option):  # given (None for 'none'); absent: the class default stays
-                    setattr(server, attribute, getattr(args, option))
-            reactor.add_server(server)
-        for server in servers:
-            print(f"serving {server.request_table.name} ({handler.__name__}, {_strategy_label(args.dispatch)})")
-        sys.stdout.flush()
-        reactor.run()
-    except UsageFailure as exc:
-        print(f"python -m reactor serve: error: {exc}", file=sys.stderr)
-        status = 2
-    finally:
-        # A second signal while requests drain acts as usual (SIGTERM kills,
-        # SIGINT raises KeyboardInterrupt): a stuck handler cannot hold us forever.
-        for signum, handler_before in previous.items():
-            signal.signal(signum, handler_before)
         try:
+            for kind, text, address in addresses:
+                server_class = FAMILIES[kind][0]
+                try:
+                    server = server_class(address, handler, dispatch=make_strategy(args.dispatch))
+                except (OSError, ReactorError) as exc:  # the constructor has closed its own socket
+                    raise UsageFailure(f"cannot bind {kind} {text}: {exc}") from exc
+                servers.append(server)
+                server.drain_timeout = args.drain_timeout
+                for option, attribute in BOUNDS.items():
+                    if hasattr(args, option):  # given (None for 'none'); absent: the class default stays
+                        setattr(server, attribute, getattr(args, option))
+                reactor.add_server(server)
             for server in servers:
-                server.server_close()
+                print(f"serving {server.request_table.name} ({handler.__name__}, {_strategy_label(args.dispatch)})")
+            sys.stdout.flush()
+            stopper.run()
+        except UsageFailure as exc:
+            print(f"python -m reactor serve: error: {exc}", file=sys.stderr)
+            status = 2
         finally:
-            reactor.close()
+            # Our handlers stay in place while requests drain: a second
+            # signal ends them at once, and every server is still closed.
+            close_servers(servers, reactor, deadline=stopper.deadline, hurry=stopper.second is not None)
+    except KeyboardInterrupt:  # a second signal, or the grace period ran out while the loop was busy
+        status = stopper.exit_status()
+    finally:
+        stopper.restore()
     return status

@@ -28,7 +28,7 @@ from typing import Any
 
 from handlers.message import MessageRequest
 
-from .dispatch import _Bounded, _start_record, live_worker_threads, mark_failed
+from .dispatch import _Bounded, _start_record, describe_request, live_worker_threads, mark_failed
 from .errors import UsageError
 from .table import FINAL_STATES, Event, Kind
 
@@ -233,7 +233,9 @@ class Fork(_Bounded):
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not self.children:
                 break
-            log.warning("%r: %d child(ren) still running; sending %s", self, len(self.children), sig.name)
+            left = [f"child {pid}, {describe_request(c['server'], c['request'])}" for pid, c in self.children.items()]
+            log.warning("%r: %d child(ren) still running; sending %s: %s", self, len(left), sig.name,
+                        "; ".join(left))  # fmt: skip
             for pid, info in list(self.children.items()):
                 if "status" in info:
                     continue  # already reaped: that pid may belong to someone else now
