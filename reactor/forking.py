@@ -18,6 +18,7 @@ the table, in a ``Kind.CHILD`` record (its peer is the pid).  The rules:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 import signal
@@ -267,12 +268,14 @@ def _wait_any(pids: list[int], timeout: float | None) -> None:
         return
     fds = []
     try:
+        poller = select.poll()  # not select(): a pidfd may be numbered past FD_SETSIZE (1024)
         for pid in pids:
             try:
                 fds.append(os.pidfd_open(pid))
             except OSError:
                 return  # one is already gone
-        select.select(fds, [], [], timeout)
+            poller.register(fds[-1], select.POLLIN)
+        poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
     finally:
         for fd in fds:
             os.close(fd)

@@ -100,3 +100,41 @@ def test_a_stop_asked_for_mid_burst_takes_no_further_connection(places, name):
         for sock in clients:
             sock.close()
         server.server_close()
+
+
+# ---------------------------------------- max_connections and the descriptor limit
+
+
+@pytest.mark.timeout(20)
+def test_waiting_for_children_works_past_descriptor_1024():
+    # Once the command has raised the descriptor limit, a child's pidfd can
+    # be numbered past FD_SETSIZE (1024), which select() refuses: the wait
+    # in Fork.close() must not depend on the descriptor's number.
+    from reactor.forking import _wait_any
+
+    if not hasattr(os, "pidfd_open") or resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
+        pytest.skip("needs pidfds and room for 1100 descriptors")
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: exit as soon as the parent closes its end of the pipe
+        os.close(write_end)
+        os.read(read_end, 1)
+        os._exit(0)
+    try:
+        os.close(read_end)
+        _wait_any([pid], 0.01)  # still running: the wait times out
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0)
+        os.close(write_end)
+        write_end = -1
+        _wait_any([pid], CLIENT_TIMEOUT)  # returns when the child has exited
+        assert os.waitpid(pid, os.WNOHANG)[0] == pid
+    finally:
+        if write_end != -1:
+            os.close(write_end)
+        for fd in fillers:
+            os.close(fd)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
