@@ -32,18 +32,20 @@ import importlib
 import logging
 import math
 import signal
+import socket
 import sys
 import time
 from typing import Any, Callable
 
 from handlers import BaseRequestHandler
 
+from .accepting import DEFAULT_MAX_CONNECTIONS, descriptor_budget
 from .datagram import UDPServer
 from .dispatch import Inline, Strategy, ThreadPool
 from .errors import ReactorError
 from .forking import Fork
 from .loop import Reactor
-from .table import State
+from .stopper import Stopper
 from .tcp import TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer
 
@@ -273,95 +275,62 @@ def _setup_logging(level: str, tracing: bool) -> None:
         trace.propagate = False  # the root handler would print each line a second time
 
 
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit, as servers commonly do at start.
+
+    Returns ``(before, now)``; -1 stands for "unlimited".  A limit that
+    cannot be raised stays as it was (logged at DEBUG).
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return -1, -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft, soft
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.debug("cannot raise the descriptor limit from %d to %d: %s", soft, target, exc)
+        return soft, soft
+    return soft, target
+
+
+def fit_max_connections(args: argparse.Namespace, kinds: list[str]) -> int | None:
+    """Raise the descriptor limit; the ``max_connections`` for each stream server, logged at INFO.
+
+    Unless ``--max-connections`` was given, the library's default is
+    shared out between the stream servers so that together they stay
+    within the descriptor limit (less a reserve, and two descriptors per
+    possible child with ``--dispatch fork``); returns None to keep what
+    was given (a WARNING says if it is more than the limit allows).
+    """
+    before, now = raise_descriptor_limit()
+    budget = descriptor_budget(now) if now != -1 else None
+    streams = sum(1 for kind in kinds if kind in ("tcp", "unix"))
+    if budget is not None and args.dispatch[0] == "fork":
+        budget = max(1, budget - 2 * args.dispatch[1] * len(kinds))  # a pidfd and a pipe per child
+    chosen = None
+    if hasattr(args, "max_connections"):
+        told = args.max_connections
+        if budget is not None and streams and (told is None or told * streams > budget):
+            log.warning("--max-connections %s on %d stream server(s) is more than the descriptor limit allows "
+                        "(about %d connections): past that, accept() fails and backs off", told or "none", streams,
+                        budget)  # fmt: skip
+        figure = "none" if told is None else str(told)
+    elif budget is not None and streams:
+        chosen = max(1, min(DEFAULT_MAX_CONNECTIONS, budget // streams))
+        figure = str(chosen) + (f" per stream server ({streams})" if streams > 1 else "")
+    else:
+        figure = str(DEFAULT_MAX_CONNECTIONS)
+    raised = f" (raised from {before})" if now != before else ""
+    log.info("descriptor limit %s%s; max_connections %s", "unlimited" if now == -1 else now, raised, figure)
+    return chosen
+
+
 def _strategy_label(spec: tuple[str, int]) -> str:
     return spec[0] if spec[0] == "inline" else f"{spec[0]}:{spec[1]}"
-
-
-class Stopper:
-    """The command's SIGINT and SIGTERM handler: the first signal stops gracefully, the second at once.
-
-    The first signal calls ``reactor.stop()`` (a flag and one byte on the
-    wakeup socketpair: safe in a handler) and starts the grace period:
-    running requests have until ``deadline`` to finish (``drain_timeout``
-    seconds; None: no limit).  While the loop is still running, SIGALRM
-    marks the deadline: an inline handler blocked on a silent client *is*
-    the loop, so when the alarm comes it is interrupted (KeyboardInterrupt).
-
-    The second signal raises KeyboardInterrupt wherever the main thread is.
-    A blocking ``recv()`` is interrupted too: the signal ends the system
-    call with EINTR, Python runs this handler, and because the handler
-    raises, the call is not retried (PEP 475).  The previous handlers come
-    back at that moment, so a third signal has its usual effect.
-    """
-
-    def __init__(self, reactor: Reactor, servers: list[Any], drain_timeout: float | None) -> None:
-        self.reactor = reactor
-        self.servers = servers
-        self.drain_timeout = drain_timeout
-        self.deadline: float | None = None  # time.monotonic() when the grace period ends
-        self.stopping = False  # a first signal came
-        self.second: int | None = None  # the signal that ended it at once
-        self._looping = False  # reactor.run() is running: the alarm may interrupt it
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._on_signal)
-
-    def restore(self) -> None:
-        """Disarm the alarm and put the handlers back as they were."""
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        while self._previous:
-            signum, handler = self._previous.popitem()
-            signal.signal(signum, handler)
-
-    def run(self) -> None:
-        """``reactor.run()``; the grace period's alarm is armed only meanwhile."""
-        self._looping = True
-        try:
-            self.reactor.run()
-        finally:
-            self._looping = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if self.stopping:
-            self.second = signum
-            log.warning("%s again: stopping at once%s", name, self._on_the_loop("; cutting short "))
-            self.restore()
-            raise KeyboardInterrupt
-        self.stopping = True
-        grace = "no time limit" if self.drain_timeout is None else f"{self.drain_timeout:g} s"
-        log.info("%s: stopping; running requests have %s to finish (a second signal ends them at once)", name, grace)
-        if self.drain_timeout is not None:
-            self.deadline = time.monotonic() + self.drain_timeout
-            if self._looping:
-                self._previous.setdefault(signal.SIGALRM, signal.signal(signal.SIGALRM, self._on_alarm))
-                signal.setitimer(signal.ITIMER_REAL, max(self.drain_timeout, 0.001))  # 0 would disarm it
-        self.reactor.stop()
-
-    def _on_alarm(self, signum: int, frame: Any) -> None:
-        if not self._looping:
-            return  # the loop returned in time: each server_close() has the rest of the grace period
-        log.warning("drain timeout (%g s) passed with the loop still busy; interrupting it%s",
-                    self.drain_timeout, self._on_the_loop(": "))  # fmt: skip
-        raise KeyboardInterrupt
-
-    def _on_the_loop(self, prefix: str) -> str:
-        """The requests an inline handler is running on the loop, for a log line ('' if none)."""
-        if not self._looping:
-            return ""
-        running = [f"{server.request_table.name} #{record.id} from {record.peer!r}"
-                   for server in self.servers if server.dispatch.inline
-                   for record in server.request_table.snapshot() if record.state is State.PROCESSING]  # fmt: skip
-        return prefix + "; ".join(running) if running else ""
-
-    def exit_status(self) -> int:
-        """128 + the second signal's number; 0 after the grace period ran out; 130 otherwise."""
-        if self.second is not None:
-            return 128 + self.second
-        return 0 if self.stopping else 130
 
 
 def close_servers(servers: list[Any], reactor: Reactor | None = None, *, deadline: float | None = None,
@@ -412,6 +381,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"python -m reactor serve: error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(args.log_level, args.trace)
+    max_connections = fit_max_connections(args, [kind for kind, _, _ in addresses])
 
     reactor = Reactor()
     servers: list[Any] = []
@@ -428,6 +398,8 @@ def serve(args: argparse.Namespace) -> int:
                     raise UsageFailure(f"cannot bind {kind} {text}: {exc}") from exc
                 servers.append(server)
                 server.drain_timeout = args.drain_timeout
+                if max_connections is not None and FAMILIES[kind][0].socket_type == socket.SOCK_STREAM:
+                    server.max_connections = max_connections
                 for option, attribute in BOUNDS.items():
                     if hasattr(args, option):  # given (None for 'none'); absent: the class default stays
                         setattr(server, attribute, getattr(args, option))

@@ -43,6 +43,7 @@ from typing import Any
 
 from handlers.message import MessageHandler, MessageRequest
 
+from .accepting import DEFAULT_MAX_CONNECTIONS
 from .connection import Connection
 from .dispatch import Inline, Strategy
 from .errors import UsageError
@@ -76,8 +77,10 @@ class BaseServer(Serving):
     drain_timeout: float | None = None
 
     # Bounds (see docs/handlers.md); each hit is counted in request_table.counters.
-    #: Live connections at which accepting pauses (None: no limit).
-    max_connections: int | None = 4096
+    #: Live connections at which accepting pauses (None: no limit).  Left at
+    #: this default, it is also kept within the process's descriptor limit
+    #: (``reactor.accepting.descriptor_budget``); a value you set is used as is.
+    max_connections: int | None = DEFAULT_MAX_CONNECTIONS
     #: Largest message a framed handler is given (None: only the framer's own limit).
     max_message_size: int | None = 65536
     #: Queued output per framed connection above which it is not read ...

@@ -210,6 +210,64 @@ def test_a_handler_module_that_calls_sys_exit_is_a_usage_error(tmp_path):
     ]
 
 
+# ------------------------------------------------------ the descriptor limit
+
+
+@pytest.mark.timeout(60)
+def test_the_default_connection_limit_fits_the_descriptor_limit(places):
+    # 64 descriptors, soft and hard: the command cannot raise it.  Its
+    # connection limit must leave room for everything else, so a flood of
+    # silent clients pauses accepting instead of exhausting the process.
+    command = Serve("handlers.echo:LineEcho", "--tcp", "127.0.0.1:0", "--log-level", "INFO", limit=(64, 64))
+    clients: list[socket.socket] = []
+    try:
+        address = command.serving(1)["tcp4"]
+        command.wait_log("descriptor limit 64; max_connections ")
+        limit = int(re.search(r"descriptor limit 64; max_connections (\d+)", command.stderr()).group(1))
+        assert 1 <= limit <= 64 - 16, limit
+        for _ in range(limit):
+            clients.append(socket.create_connection(address, CLIENT_TIMEOUT))
+        command.wait_log("accepting paused")
+        late = [socket.create_connection(address, CLIENT_TIMEOUT) for _ in range(20)]  # more than fit
+        for sock in late:
+            sock.close()  # gave up while waiting in the backlog: the server accepts and closes them later
+        extra = socket.create_connection(address, CLIENT_TIMEOUT)  # connects at once (the backlog)
+        clients.append(extra)
+        extra.sendall(b"hello\n")
+        open_fds = len(os.listdir(f"/proc/{command.proc.pid}/fd"))
+        assert open_fds < 64 - 4, f"{open_fds} descriptors open in the server"
+        clients.pop(0).close()  # one live connection ends: the backlog moves, the extra is served
+        assert extra.recv(100) == b"hello\n"
+        command.proc.send_signal(signal.SIGTERM)
+        assert command.exit_status() == 0, command.stderr()
+        assert "accept() failed" not in command.stderr()  # never ran out of descriptors
+    finally:
+        for sock in clients:
+            sock.close()
+        command.close()
+
+
+@pytest.mark.timeout(30)
+def test_the_command_raises_the_soft_descriptor_limit_and_logs_it(places):
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 64:
+        pytest.skip("no room to raise the descriptor limit here")
+    command = Serve("handlers.echo:LineEcho", "--unix", os.path.join(places.dir, "s.sock"), "--log-level", "INFO",
+                    limit=(64, hard))  # fmt: skip
+    try:
+        command.serving(1)
+        command.wait_log("(raised from 64); max_connections ")
+        line = re.search(r"descriptor limit (\d+) \(raised from 64\); max_connections (\d+)", command.stderr())
+        assert line is not None, command.stderr()
+        raised, limit = int(line.group(1)), int(line.group(2))
+        assert raised > 64 and 1 <= limit <= 4096
+        assert limit == min(4096, raised - max(32, raised // 16))
+        command.proc.send_signal(signal.SIGTERM)
+        assert command.exit_status() == 0, command.stderr()
+    finally:
+        command.close()
+
+
 # ------------------------------------------------- the close loop, in-process
 
 

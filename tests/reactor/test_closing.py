@@ -105,6 +105,50 @@ def test_a_stop_asked_for_mid_burst_takes_no_further_connection(places, name):
 # ---------------------------------------- max_connections and the descriptor limit
 
 
+@pytest.mark.timeout(10)
+def test_descriptor_budget_leaves_a_reserve():
+    from reactor.accepting import descriptor_budget
+
+    assert descriptor_budget(64) == 32
+    assert descriptor_budget(1024) == 960
+    assert descriptor_budget(20000) == 20000 - 1250
+    assert descriptor_budget(40) == 8
+    assert descriptor_budget(16) == 1  # never below one connection
+    assert descriptor_budget() == descriptor_budget(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("how", ["default", "instance", "subclass"])
+def test_the_default_connection_limit_is_fitted_to_the_descriptor_budget(places, monkeypatch, how):
+    from reactor.accepting import DEFAULT_MAX_CONNECTIONS
+
+    monkeypatch.setattr(reactor.accepting, "descriptor_budget", lambda soft=None: 2)
+    cls = reactor.TCPServer
+    if how == "subclass":
+        cls = type("Three", (reactor.TCPServer,), {"max_connections": 3})
+    server = places.make_server("tcp4", LineEcho, cls=cls)
+    if how == "instance":
+        server.max_connections = 3  # set on purpose: honoured even above the budget
+    expected = 2 if how == "default" else 3
+    assert server.max_connections == (DEFAULT_MAX_CONNECTIONS if how == "default" else 3)
+    clients: list[socket.socket] = []
+    with server, reactor.Reactor() as r:
+        r.add_server(server)
+        try:
+            for _ in range(expected + 1):
+                clients.append(socket.create_connection(server.server_address, CLIENT_TIMEOUT))
+            run_until(r, lambda: server._gate.paused == "max_connections")
+            run_until(r, lambda: len(server.connections) == expected)
+            r.run_once(0)
+            assert len(server.connections) == expected  # the last one waits in the backlog
+            clients.pop(0).close()
+            run_until(r, lambda: len(server.connections) == expected and server.request_table.totals["opened"] == expected + 1)
+        finally:
+            for sock in clients:
+                sock.close()
+            r.remove_server(server)
+
+
 @pytest.mark.timeout(20)
 def test_waiting_for_children_works_past_descriptor_1024():
     # Once the command has raised the descriptor limit, a child's pidfd can
