@@ -34,8 +34,10 @@ class Stopper:
     wakeup socketpair: safe in a handler) and starts the grace period:
     running requests have until ``deadline`` to finish (``drain_timeout``
     seconds; None: no limit).  While the loop is still running, SIGALRM
-    marks the deadline: an inline handler blocked on a silent client *is*
-    the loop, so when the alarm comes it is interrupted (KeyboardInterrupt).
+    marks the deadline if a server runs its handlers inline: an inline
+    handler blocked on a silent client *is* the loop, so when the alarm
+    comes it is interrupted (KeyboardInterrupt).  A pool's or a child's
+    requests are ended by ``server_close()`` once the loop has returned.
 
     The second signal raises KeyboardInterrupt wherever the main thread is.
     A blocking ``recv()`` is interrupted too: the signal ends the system
@@ -86,7 +88,8 @@ class Stopper:
         log.info("%s: stopping; running requests have %s to finish (a second signal ends them at once)", name, grace)
         if self.drain_timeout is not None:
             self.deadline = time.monotonic() + self.drain_timeout
-            if self._looping:
+            if self._looping and any(server.dispatch.inline for server in self.servers):
+                # Only an inline handler can hold the loop (and no child is forked to inherit this).
                 self._previous.setdefault(signal.SIGALRM, signal.signal(signal.SIGALRM, self._on_alarm))
                 signal.setitimer(signal.ITIMER_REAL, max(self.drain_timeout, 0.001))  # 0 would disarm it
         self.reactor.stop()
