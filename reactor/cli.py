@@ -31,7 +31,6 @@ import argparse
 import importlib
 import logging
 import math
-import signal
 import socket
 import sys
 import time
