@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return serve(args)
-        except KeyboardInterrupt:  # a second Ctrl-C while requests were draining
+        except KeyboardInterrupt:  # a third Ctrl-C, while the second one's cleanup ran
             return 130
     if args.command == "demo":
         from .demo import run_demo

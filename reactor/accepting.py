@@ -8,6 +8,9 @@ same way: take the listener out of the selector, and put it back later.
 * ``max_connections`` live connections: accepting pauses; it resumes as
   soon as one ends.  The waiting clients stay in the kernel's backlog,
   which is real backpressure (python/asyncio#210).
+* ``max_connections`` left at its default fits the process: no more than
+  the descriptor limit (RLIMIT_NOFILE) less a reserve, so a flood of idle
+  clients pauses accepting before the process runs out of descriptors.
 * ``accept()`` fails with EMFILE/ENFILE (no descriptors left) or
   ENOBUFS/ENOMEM: a naive loop would spin at 100% CPU, because the
   connection that cannot be accepted keeps the listener readable
@@ -27,7 +30,12 @@ from typing import Any
 
 from .table import Kind
 
-__all__ = ["AcceptGate"]
+try:
+    import resource
+except ImportError:  # not POSIX: no descriptor limit to fit
+    resource = None  # type: ignore[assignment]
+
+__all__ = ["AcceptGate", "DEFAULT_MAX_CONNECTIONS", "descriptor_budget"]
 
 log = logging.getLogger("reactor")
 
@@ -36,6 +44,27 @@ RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EN
 
 BACKOFF_FIRST = 0.01
 BACKOFF_MAX = 1.0
+
+#: ``BaseServer.max_connections``; left at this default, it is capped by ``descriptor_budget()``.
+DEFAULT_MAX_CONNECTIONS = 4096
+
+
+def descriptor_budget(soft: int | None = None) -> int | None:
+    """How many connections fit under the descriptor limit ``soft``.
+
+    ``soft`` defaults to this process's RLIMIT_NOFILE soft limit.  The
+    budget is that limit less a reserve of ``max(32, soft // 16)``
+    descriptors for what else the process opens (listeners, the reactor,
+    pipes and pidfds of children, log files), and at least 1.  None when
+    there is no limit (or no way to know it).
+    """
+    if soft is None:
+        if resource is None:
+            return None
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            return None
+    return max(1, soft - max(32, soft // 16))
 
 
 class AcceptGate:
@@ -52,12 +81,20 @@ class AcceptGate:
         self._delay = 0.0
         self._timer: Any = None
         self._spare = _open_spare()
+        self._budget = descriptor_budget()  # read once, when the server joins the reactor
 
     # -- max_connections
 
+    def limit(self) -> int | None:
+        """``max_connections``; left at its default, no more than the descriptor budget."""
+        limit = self.server.max_connections
+        if limit is DEFAULT_MAX_CONNECTIONS and self._budget is not None and "max_connections" not in vars(self.server):
+            return min(limit, self._budget)
+        return limit
+
     def check_limit(self) -> None:
         """After a connection was opened: pause if the table is full."""
-        limit = self.server.max_connections
+        limit = self.limit()
         if self.server._record_kind is not Kind.STREAM:
             return  # datagrams are not connections
         if limit is not None and self.paused is None and self._connections() >= limit:
@@ -75,7 +112,7 @@ class AcceptGate:
             self.reactor.call_soon_threadsafe(self._resume_if_room)
 
     def _resume_if_room(self) -> None:
-        limit = self.server.max_connections
+        limit = self.limit()
         if self.paused == "max_connections" and (limit is None or self._connections() < limit):
             log.info("%s: below the connection limit: accepting again", self.server.request_table.name)
             self._resume()

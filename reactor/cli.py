@@ -9,16 +9,20 @@ What the command does, in order:
 3. print one ``serving <family> <address> (<Handler>, <strategy>)`` line per
    server on stdout (port 0 shows the port the kernel chose), then run the
    reactor until SIGINT or SIGTERM;
-4. close every server (``server_close()``: running requests drain, Unix
-   socket files are removed) and the reactor, and exit 0.
+4. close every server (``server_close()``: running requests drain for at
+   most ``--drain-timeout`` seconds, Unix socket files are removed) and
+   the reactor, and exit 0.
 
 Exit statuses: 0 after a signal, 2 for a usage error (a bad address, a
 handler that cannot be imported, a bind failure), each reported as one
-line on stderr after whatever was already opened has been closed.
+line on stderr after whatever was already opened has been closed; 128 +
+the signal's number (130, 143) when a second signal ended it at once.
 
-The signal handler only calls ``reactor.stop()``: it sets a flag and writes
+The first signal only calls ``reactor.stop()``: it sets a flag and writes
 one byte to the reactor's wakeup socketpair, which is safe in a handler;
 everything else happens back in ``serve()`` once ``run()`` has returned.
+The second raises KeyboardInterrupt, which ends even a handler blocked on
+the loop's thread; every server is still closed (see ``Stopper``).
 """
 
 from __future__ import annotations
@@ -27,21 +31,24 @@ import argparse
 import importlib
 import logging
 import math
-import signal
+import socket
 import sys
+import time
 from typing import Any, Callable
 
 from handlers import BaseRequestHandler
 
+from .accepting import DEFAULT_MAX_CONNECTIONS, descriptor_budget
 from .datagram import UDPServer
 from .dispatch import Inline, Strategy, ThreadPool
 from .errors import ReactorError
 from .forking import Fork
 from .loop import Reactor
+from .stopper import Stopper
 from .tcp import TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer
 
-__all__ = ["add_serve_parser", "serve", "parse_address", "parse_socket_mode", "load_handler", "UsageFailure"]
+__all__ = ["add_serve_parser", "serve", "parse_address", "parse_socket_mode", "load_handler", "close_servers", "UsageFailure"]
 
 log = logging.getLogger("reactor")
 
@@ -49,6 +56,9 @@ log = logging.getLogger("reactor")
 DEFAULT_WORKERS = 8
 
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+#: Seconds running requests have, after the first signal, to finish (``--drain-timeout``).
+DEFAULT_DRAIN_TIMEOUT = 10.0
 
 
 class ReusableTCPServer(TCPServer):
@@ -138,8 +148,9 @@ def make_strategy(spec: tuple[str, int]) -> Strategy:
     return Inline()
 
 
-def _number(cast: Callable[[str], Any], what: str) -> Callable[[str], Any]:
-    """An argparse type: a positive ``cast`` number, or ``none`` for no limit."""
+def _number(cast: Callable[[str], Any], what: str, zero: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a finite positive ``cast`` number (``zero``: or 0), or ``none`` for no limit."""
+    least = "of 0 or more" if zero else "greater than 0"
 
     def convert(text: str) -> Any:
         if text.lower() == "none":
@@ -148,8 +159,8 @@ def _number(cast: Callable[[str], Any], what: str) -> Callable[[str], Any]:
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what} or 'none', not {text!r}") from None
-        if not math.isfinite(value) or value <= 0:  # nan, inf: see reactor.servers.check_seconds
-            raise argparse.ArgumentTypeError(f"expected finite {what} greater than 0 or 'none', not {text!r}")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):  # nan, inf: see reactor.servers.check_seconds
+            raise argparse.ArgumentTypeError(f"expected finite {what} {least} or 'none', not {text!r}")
         return value
 
     return convert
@@ -164,6 +175,12 @@ def load_handler(spec: str) -> type:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or whatever the module raised while importing
         raise UsageFailure(f"cannot import handler {spec!r}: {exc}") from exc
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exc:  # the module called sys.exit(): a usage error too, not a silent exit
+        raise UsageFailure(f"cannot import handler {spec!r}: module called sys.exit({exc.code!r})") from exc
+    except BaseException as exc:  # GeneratorExit or a BaseException of its own
+        raise UsageFailure(f"cannot import handler {spec!r}: {type(exc).__name__}: {exc}") from exc
     try:
         handler = getattr(module, class_name)
     except AttributeError:
@@ -194,8 +211,10 @@ examples:
 
 then, from another terminal:  printf 'hello\\n' | nc -q1 127.0.0.1 9000
 Port 0 lets the kernel choose: the "serving" lines on stdout show the real address.
-SIGINT (Ctrl-C) or SIGTERM stops serving, lets running requests finish, removes the
-Unix socket files and exits 0.  Usage errors exit 2 with one line on stderr.
+SIGINT (Ctrl-C) or SIGTERM stops serving, lets running requests finish (for at most
+--drain-timeout seconds), removes the Unix socket files and exits 0.  A second signal
+ends running requests at once, still removes the socket files, and exits 128+N
+(130 for SIGINT, 143 for SIGTERM).  Usage errors exit 2 with one line on stderr.
 """
 
 
@@ -241,6 +260,9 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     p.add_argument("--socket-mode", type=parse_socket_mode, default=None, metavar="MODE",
                    help="permission bits of every Unix socket file, in octal (660: owner and group may "
                    "connect), set before anyone can connect; default: as the umask makes them")
+    p.add_argument("--drain-timeout", type=_number(float, "seconds", zero=True), default=DEFAULT_DRAIN_TIMEOUT,
+                   metavar="S", help="after the first signal, seconds running requests have to finish before they "
+                   f"are ended (0: at once; 'none': no limit; default {DEFAULT_DRAIN_TIMEOUT:g})")
     p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="WARNING", metavar="LEVEL",
                    help="log to stderr from this level: " + ", ".join(LOG_LEVELS) + " (default WARNING)")
     p.add_argument("--trace", action="store_true",
@@ -263,8 +285,99 @@ def _setup_logging(level: str, tracing: bool) -> None:
         trace.propagate = False  # the root handler would print each line a second time
 
 
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit, as servers commonly do at start.
+
+    Returns ``(before, now)``; -1 stands for "unlimited".  A limit that
+    cannot be raised stays as it was (logged at DEBUG).
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return -1, -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft, soft
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.debug("cannot raise the descriptor limit from %d to %d: %s", soft, target, exc)
+        return soft, soft
+    return soft, target
+
+
+def fit_max_connections(args: argparse.Namespace, kinds: list[str]) -> int | None:
+    """Raise the descriptor limit; the ``max_connections`` for each stream server, logged at INFO.
+
+    Unless ``--max-connections`` was given, the library's default is
+    shared out between the stream servers so that together they stay
+    within the descriptor limit (less a reserve, and two descriptors per
+    possible child with ``--dispatch fork``); returns None to keep what
+    was given (a WARNING says if it is more than the limit allows).
+    """
+    before, now = raise_descriptor_limit()
+    budget = descriptor_budget(now) if now != -1 else None
+    streams = sum(1 for kind in kinds if kind in ("tcp", "unix"))
+    if budget is not None and args.dispatch[0] == "fork":
+        budget = max(1, budget - 2 * args.dispatch[1] * len(kinds))  # a pidfd and a pipe per child
+    chosen = None
+    if hasattr(args, "max_connections"):
+        told = args.max_connections
+        if budget is not None and streams and (told is None or told * streams > budget):
+            log.warning("--max-connections %s on %d stream server(s) is more than the descriptor limit allows "
+                        "(about %d connections): past that, accept() fails and backs off", told or "none", streams,
+                        budget)  # fmt: skip
+        figure = "none" if told is None else str(told)
+    elif budget is not None and streams:
+        chosen = max(1, min(DEFAULT_MAX_CONNECTIONS, budget // streams))
+        figure = str(chosen) + (f" per stream server ({streams})" if streams > 1 else "")
+    else:
+        figure = str(DEFAULT_MAX_CONNECTIONS)
+    raised = f" (raised from {before})" if now != before else ""
+    log.info("descriptor limit %s%s; max_connections %s", "unlimited" if now == -1 else now, raised, figure)
+    return chosen
+
+
 def _strategy_label(spec: tuple[str, int]) -> str:
     return spec[0] if spec[0] == "inline" else f"{spec[0]}:{spec[1]}"
+
+
+def close_servers(servers: list[Any], reactor: Reactor | None = None, *, deadline: float | None = None,
+                  hurry: bool = False) -> None:  # fmt: skip
+    """``server_close()`` every server, in order, whatever one raises; then close ``reactor``.
+
+    ``deadline``: a ``time.monotonic()`` time by which running requests
+    must end; each server's ``drain_timeout`` becomes the time left (None:
+    each keeps its own).  With ``hurry``, and for every server still to
+    close once a ``server_close()`` raised KeyboardInterrupt or
+    SystemExit, ``drain_timeout`` is 0: what still runs is ended at once.
+    The first exception is re-raised when everything is closed; any later
+    one is logged.
+    """
+    error: BaseException | None = None
+    for server in servers:
+        try:
+            if hurry or (error is not None and not isinstance(error, Exception)):
+                server.drain_timeout = 0
+            elif deadline is not None:
+                server.drain_timeout = max(0.0, deadline - time.monotonic())
+            server.server_close()
+        except BaseException as exc:
+            if error is None:
+                error = exc
+            else:
+                log.error("%r: server_close() failed as well", server, exc_info=exc)
+    if reactor is not None:
+        try:
+            reactor.close()
+        except BaseException as exc:
+            if error is None:
+                error = exc
+            else:
+                log.error("%r: close() failed as well", reactor, exc_info=exc)
+    if error is not None:
+        raise error
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -280,47 +393,44 @@ def serve(args: argparse.Namespace) -> int:
         print(f"python -m reactor serve: error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(args.log_level, args.trace)
+    max_connections = fit_max_connections(args, [kind for kind, _, _ in addresses])
 
     reactor = Reactor()
     servers: list[Any] = []
-    previous = {}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        reactor.stop()  # a flag and one byte on the wakeup socketpair: safe here
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, on_signal)
+    stopper = Stopper(reactor, servers, args.drain_timeout)
+    stopper.install()
     status = 0
     try:
-        for kind, text, address in addresses:
-            server_class, has_port = FAMILIES[kind]
-            if args.socket_mode is not None and not has_port:  # a class attribute: the constructor binds
-                server_class = type(server_class.__name__, (server_class,), {"socket_mode": args.socket_mode})
-            try:
-                server = server_class(address, handler, dispatch=make_strategy(args.dispatch))
-            except (OSError, ReactorError) as exc:  # the constructor has closed its own socket
-                raise UsageFailure(f"cannot bind {kind} {text}: {exc}") from exc
-            servers.append(server)
-            for option, attribute in BOUNDS.items():
-                if hasattr(args, option):  # given (None for 'none'); absent: the class default stays
-                    setattr(server, attribute, getattr(args, option))
-            reactor.add_server(server)
-        for server in servers:
-            print(f"serving {server.request_table.name} ({handler.__name__}, {_strategy_label(args.dispatch)})")
-        sys.stdout.flush()
-        reactor.run()
-    except UsageFailure as exc:
-        print(f"python -m reactor serve: error: {exc}", file=sys.stderr)
-        status = 2
-    finally:
-        # A second signal while requests drain acts as usual (SIGTERM kills,
-        # SIGINT raises KeyboardInterrupt): a stuck handler cannot hold us forever.
-        for signum, handler_before in previous.items():
-            signal.signal(signum, handler_before)
         try:
+            for kind, text, address in addresses:
+                server_class, has_port = FAMILIES[kind]
+                if args.socket_mode is not None and not has_port:  # a class attribute: the constructor binds
+                    server_class = type(server_class.__name__, (server_class,), {"socket_mode": args.socket_mode})
+                try:
+                    server = server_class(address, handler, dispatch=make_strategy(args.dispatch))
+                except (OSError, ReactorError) as exc:  # the constructor has closed its own socket
+                    raise UsageFailure(f"cannot bind {kind} {text}: {exc}") from exc
+                servers.append(server)
+                server.drain_timeout = args.drain_timeout
+                if max_connections is not None and FAMILIES[kind][0].socket_type == socket.SOCK_STREAM:
+                    server.max_connections = max_connections
+                for option, attribute in BOUNDS.items():
+                    if hasattr(args, option):  # given (None for 'none'); absent: the class default stays
+                        setattr(server, attribute, getattr(args, option))
+                reactor.add_server(server)
             for server in servers:
-                server.server_close()
+                print(f"serving {server.request_table.name} ({handler.__name__}, {_strategy_label(args.dispatch)})")
+            sys.stdout.flush()
+            stopper.run()
+        except UsageFailure as exc:
+            print(f"python -m reactor serve: error: {exc}", file=sys.stderr)
+            status = 2
         finally:
-            reactor.close()
+            # Our handlers stay in place while requests drain: a second
+            # signal ends them at once, and every server is still closed.
+            close_servers(servers, reactor, deadline=stopper.deadline, hurry=stopper.second is not None)
+    except KeyboardInterrupt:  # a second signal, or the grace period ran out while the loop was busy
+        status = stopper.exit_status()
+    finally:
+        stopper.restore()
     return status

@@ -86,6 +86,16 @@ def mark_failed(server: Any, request: Any, reason: str) -> None:
     server.request_table.finish(request, Event.ERROR, reason)
 
 
+def describe_request(server: Any, request: Any) -> str:
+    """One running request, for a log line: the server, its record, the peer and the state."""
+    table = server.request_table
+    record = table.find(request)
+    if record is not None:
+        return f"{table.name} #{record.id} from {record.peer!r} ({record.state.name})"
+    peer = getattr(getattr(request, "connection", None), "client_address", None)
+    return f"{table.name}: a message from {peer!r}"  # a framed message: its connection holds the record
+
+
 def _start_record(server: Any, request: Any) -> None:
     """A queued request's turn has come: READY -> PROCESSING."""
     record = server.request_table.find(request)
@@ -267,7 +277,7 @@ class ThreadPool(_Bounded):
         self._wake = threading.Condition(self._lock)
         self._workers: list[threading.Thread] = []
         self._idle = 0
-        self._running: dict[int, Any] = {}  # worker thread id -> the request it runs
+        self._running: dict[int, tuple[Any, Any]] = {}  # worker thread id -> (server, request) it runs
 
     @property
     def max_workers(self) -> int:
@@ -297,7 +307,7 @@ class ThreadPool(_Bounded):
                     if not self._jobs:
                         return  # closing, nothing left
                     server, request, client_address = self._jobs.popleft()
-                    self._running[threading.get_ident()] = request
+                    self._running[threading.get_ident()] = (server, request)
                 _start_record(server, request)
                 try:
                     run_request(server, request, client_address)
@@ -326,8 +336,12 @@ class ThreadPool(_Bounded):
         for worker in list(self._workers):
             worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if any(w.is_alive() for w in self._workers):
-            log.warning("%r: workers still busy after %ss; shutting their connections down", self, timeout)
-            for request in list(self._running.values()):
+            running = list(self._running.values())
+            log.warning(
+                "%r: drain timeout (%.3g s) passed with %d request(s) still running; shutting their connections "
+                "down: %s", self, timeout, len(running), "; ".join(describe_request(*job) for job in running),
+            )  # fmt: skip
+            for _, request in running:
                 _shut(request)  # a handler blocked reading its socket gets EOF
             for worker in self._workers:
                 worker.join(1.0)

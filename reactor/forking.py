@@ -18,6 +18,7 @@ the table, in a ``Kind.CHILD`` record (its peer is the pid).  The rules:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 import signal
@@ -28,7 +29,7 @@ from typing import Any
 
 from handlers.message import MessageRequest
 
-from .dispatch import _Bounded, _start_record, live_worker_threads, mark_failed
+from .dispatch import _Bounded, _start_record, describe_request, live_worker_threads, mark_failed
 from .errors import UsageError
 from .table import FINAL_STATES, Event, Kind
 
@@ -233,7 +234,9 @@ class Fork(_Bounded):
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not self.children:
                 break
-            log.warning("%r: %d child(ren) still running; sending %s", self, len(self.children), sig.name)
+            left = [f"child {pid}, {describe_request(c['server'], c['request'])}" for pid, c in self.children.items()]
+            log.warning("%r: %d child(ren) still running; sending %s: %s", self, len(left), sig.name,
+                        "; ".join(left))  # fmt: skip
             for pid, info in list(self.children.items()):
                 if "status" in info:
                     continue  # already reaped: that pid may belong to someone else now
@@ -265,12 +268,14 @@ def _wait_any(pids: list[int], timeout: float | None) -> None:
         return
     fds = []
     try:
+        poller = select.poll()  # not select(): a pidfd may be numbered past FD_SETSIZE (1024)
         for pid in pids:
             try:
                 fds.append(os.pidfd_open(pid))
             except OSError:
                 return  # one is already gone
-        select.select(fds, [], [], timeout)
+            poller.register(fds[-1], select.POLLIN)
+        poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
     finally:
         for fd in fds:
             os.close(fd)

@@ -462,6 +462,15 @@ class Reactor:
     def _set_stopping(self) -> None:
         self._stopping = True
 
+    @property
+    def stopping(self) -> bool:
+        """True from ``stop()`` (on the loop's thread) until ``run()`` returns.
+
+        Servers take no new connection or datagram meanwhile: the accept
+        burst checks it before every ``get_request()``.
+        """
+        return self._stopping
+
     def fileno(self) -> int:
         """The selector's own descriptor, readable whenever the reactor has I/O to do.
 

@@ -44,6 +44,7 @@ from typing import Any
 
 from handlers.message import MessageHandler, MessageRequest
 
+from .accepting import DEFAULT_MAX_CONNECTIONS
 from .connection import Connection
 from .dispatch import Inline, Strategy
 from .errors import UsageError
@@ -78,8 +79,10 @@ class BaseServer(Serving):
     drain_timeout: float | None = None
 
     # Bounds (see docs/handlers.md); each hit is counted in request_table.counters.
-    #: Live connections at which accepting pauses (None: no limit).
-    max_connections: int | None = 4096
+    #: Live connections at which accepting pauses (None: no limit).  Left at
+    #: this default, it is also kept within the process's descriptor limit
+    #: (``reactor.accepting.descriptor_budget``); a value you set is used as is.
+    max_connections: int | None = DEFAULT_MAX_CONNECTIONS
     #: Largest message a framed handler is given (None: only the framer's own limit).
     max_message_size: int | None = 65536
     #: Queued output per framed connection above which it is not read ...
@@ -150,11 +153,32 @@ class BaseServer(Serving):
 
     def server_close(self) -> None:
         """Clean up the server: stop serving it, then let the strategy's running
-        requests end (``block_on_close``, at most ``drain_timeout`` seconds)."""
-        self._leave_reactor()
-        if not self._released:
-            self._released = True
+        requests end (``block_on_close``, at most ``drain_timeout`` seconds).
+
+        Exception-safe: whatever raises (a KeyboardInterrupt while waiting
+        for running requests, say), every step still runs, and subclasses
+        close their socket and socket file in ``finally``; the exception
+        then propagates.  If the wait itself is interrupted, what is still
+        running is ended at once, as with ``drain_timeout`` 0.
+        """
+        try:
+            self._leave_reactor()
+        finally:
+            if not self._released:
+                self._released = True
+                self._release_dispatch()
+
+    def _release_dispatch(self) -> None:
+        try:
             self.dispatch.release(wait=self.block_on_close, timeout=self.drain_timeout)
+        except BaseException:
+            # Interrupted while draining (a second Ctrl-C): do not wait any
+            # more, but leave no worker blocked and no child running.
+            try:
+                self.dispatch.close(wait=True, timeout=0)
+            except Exception:
+                log.exception("%s: ending the running requests at once failed", self.request_table.name)
+            raise
 
     def service_actions(self) -> None:  # overriding it makes the loop wake every poll_interval
         """Called once per loop iteration while the server is served.

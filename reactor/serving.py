@@ -12,7 +12,9 @@ Invariants:
 
 * ``shutdown()`` never waits for the thread it is called on; it wakes the
   loop through the reactor's wakeup socketpair, never by polling.
-* A shutdown request is checked before every accept (python/cpython#79184).
+* A shutdown request, or the reactor's ``stop()``, is checked before
+  every accept (python/cpython#79184): once a stop is asked for, the
+  burst takes no new connection.
 * A server is served by at most one reactor at a time; while served, its
   socket is nonblocking, and its old timeout comes back when it leaves.
 """
@@ -232,8 +234,9 @@ class Serving:
     def _on_readable(self) -> None:
         gate, dispatch = self._gate, self.dispatch
         for _ in range(ACCEPTS_PER_WAKEUP):
-            if self._shutdown_requested or self._reactor is None or (gate is not None and gate.paused):
-                return  # checked before every accept (python/cpython#79184)
+            reactor = self._reactor
+            if self._shutdown_requested or reactor is None or reactor.stopping or (gate is not None and gate.paused):
+                return  # shutdown(), or the reactor's stop(): checked before every accept (python/cpython#79184)
             if not dispatch.inline and dispatch.saturated():
                 if gate is not None:
                     gate.pause_busy()

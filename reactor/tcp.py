@@ -72,9 +72,11 @@ class TCPServer(BaseServer):
         self.socket.listen(self.request_queue_size)
 
     def server_close(self) -> None:
-        """Stop serving and close the listening socket."""
-        super().server_close()
-        self.socket.close()
+        """Stop serving and close the listening socket (even if the rest raised)."""
+        try:
+            super().server_close()
+        finally:
+            self.socket.close()
 
     def fileno(self) -> int:
         """The listening socket's descriptor, for ``select()`` and friends."""

@@ -335,6 +335,7 @@ class Echo(reactor.MessageHandler):
 LIMIT, CLIENTS, KEEP = 64, 100, 20
 out, clients = {}, []
 server = reactor.TCPServer(("127.0.0.1", 0), Echo)
+server.max_connections = None  # no connection limit (the default would fit LIMIT): the descriptors run out
 thread = threading.Thread(target=server.serve_forever)
 thread.start()
 try:
