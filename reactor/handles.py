@@ -81,24 +81,24 @@ class _IOHandle(Handle):
 class TimerHandle(Handle):
     """A callback due at ``when`` (in the reactor's clock); ordered by time.
 
-    Cancelling one tells its reactor, which rebuilds its heap without the
-    cancelled timers once they are most of it (see ``Reactor._prune_timers``).
+    Cancelling one tells its heap, which rebuilds itself without the
+    cancelled timers once they are most of it (see reactor/timers.py).
     """
 
-    __slots__ = ("when", "seq", "in_heap", "_reactor")
+    __slots__ = ("when", "seq", "in_heap", "_heap")
 
-    def __init__(self, when: float, seq: int, callback: Callable[..., Any], args: tuple, reactor: "Reactor | None" = None) -> None:
+    def __init__(self, when: float, seq: int, callback: Callable[..., Any], args: tuple, heap: Any = None) -> None:
         super().__init__(callback, args)
         self.when = when
         self.seq = seq
-        self.in_heap = reactor is not None  # still in the reactor's heap (not popped nor pruned)
-        self._reactor = reactor
+        self.in_heap = heap is not None  # still in its heap (not yet taken out to run or be dropped)
+        self._heap = heap
 
     def cancel(self) -> None:
         if not self.cancelled:
             super().cancel()
             if self.in_heap:
-                self._reactor._timer_cancelled()
+                self._heap.cancelled()
 
     def __lt__(self, other: "TimerHandle") -> bool:
         # seq breaks ties so timers due at the same moment run in the order

@@ -26,8 +26,6 @@ Invariants:
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import os
 import selectors
@@ -40,6 +38,7 @@ from typing import Any, Callable
 
 from .errors import ClosedError, UsageError
 from .handles import Handle, TimerHandle, _describe, _IOHandle, _nothing
+from .timers import TimerHeap
 
 __all__ = ["Reactor", "Handle", "TimerHandle"]  # the handles live in reactor/handles.py
 
@@ -50,11 +49,6 @@ trace = logging.getLogger("reactor.trace")
 #: (about 24.8 days: a longer timeout raised OverflowError); a loop that
 #: wakes once a day to find nothing due costs nothing.  asyncio caps it too.
 MAX_SELECT_TIMEOUT = 24 * 3600.0
-
-#: Cancelled timers are dropped from the heap all at once when they are more
-#: than half of it (and at least this many): until then each waits its turn,
-#: holding nothing (cancelling a handle drops its callback and arguments).
-PRUNE_AT_LEAST = 64
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -88,9 +82,7 @@ class Reactor:
     ) -> None:
         self._selector = selector if selector is not None else selectors.DefaultSelector()
         self._clock = clock
-        self._timers: list[TimerHandle] = []
-        self._cancelled_timers = 0  # cancelled handles still in the heap
-        self._timer_seq = itertools.count()
+        self._timers = TimerHeap()
         self._ready: deque[Handle] = deque()
         self._servers: list[Any] = []
         self._stopping = False
@@ -211,32 +203,7 @@ class Reactor:
         be NaN (UsageError): it would never come; ``inf`` means never.
         """
         self._check_open()
-        if when != when:  # NaN: it would never compare as due and stall the heap
-            raise UsageError(f"a timer's time must be a number, not {when!r}")
-        timer = TimerHandle(when, next(self._timer_seq), callback, args, self)
-        heapq.heappush(self._timers, timer)
-        return timer
-
-    def _timer_cancelled(self) -> None:
-        """A timer in the heap was cancelled (TimerHandle.cancel)."""
-        self._cancelled_timers += 1
-
-    def _prune_timers(self) -> None:
-        """Rebuild the heap without its cancelled timers, if they are most of it."""
-        timers = self._timers
-        if self._cancelled_timers < PRUNE_AT_LEAST or self._cancelled_timers * 2 <= len(timers):
-            return
-        live = [timer for timer in timers if not timer.cancelled]
-        heapq.heapify(live)
-        self._timers = live
-        self._cancelled_timers = 0
-
-    def _pop_timer(self) -> TimerHandle:
-        timer = heapq.heappop(self._timers)
-        timer.in_heap = False
-        if timer.cancelled:
-            self._cancelled_timers -= 1
-        return timer
+        return self._timers.push(when, callback, args)
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> Handle:
         """Like ``call_soon`` but callable from any thread; wakes the loop."""
@@ -270,12 +237,10 @@ class Reactor:
         """
         if self._ready:
             return 0.0
-        self._prune_timers()
-        while self._timers and self._timers[0].cancelled:
-            self._pop_timer()
-        if not self._timers:
+        when = self._timers.first_due()
+        if when is None:
             return None
-        return max(0.0, self._timers[0].when - self._clock())
+        return max(0.0, when - self._clock())
 
     # -------------------------------------------------------------- servers
 
@@ -357,12 +322,10 @@ class Reactor:
 
         # 4. Timers that are due join the ready queue.
         now = self._clock()
-        while self._timers and self._timers[0].when <= now:
-            timer = self._pop_timer()
-            if not timer.cancelled:
-                self._ready.append(timer)
-                if tracing:
-                    trace.debug("timer fired: %s (due %.3fs ago)", _describe(timer), now - timer.when)
+        for timer in self._timers.pop_due(now):
+            self._ready.append(timer)
+            if tracing:
+                trace.debug("timer fired: %s (due %.3fs ago)", _describe(timer), now - timer.when)
 
         # 5. Callbacks queued before this point; ones they queue wait a turn.
         for _ in range(len(self._ready)):
