@@ -153,7 +153,9 @@ class MessageWriter:
         """Queue ``b`` (any bytes-like object); returns its length.  Never blocks."""
         if self.closed:
             raise ValueError("write to a closed MessageWriter")
-        return self._request.send(b)
+        data = bytes(b)  # the reply's own copy: the caller may reuse its buffer
+        self._request.output.append(data)
+        return len(data)
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -202,7 +204,7 @@ class _OnFirstUse:
     """
 
     def __init__(self, make: Callable[[Any], Any]) -> None:
-        self._make = make
+        self._make = make  # called with the handler's request (one call: no lambda in between)
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._name = name
@@ -210,7 +212,7 @@ class _OnFirstUse:
     def __get__(self, handler: Any, owner: type | None = None) -> Any:
         if handler is None:
             return self
-        value = self._make(handler)
+        value = self._make(handler.request)
         handler.__dict__[self._name] = value
         return value
 
@@ -227,9 +229,9 @@ class MessageHandler(BaseRequestHandler):
     framing: Framer = Line()
 
     #: Reads the message (an ``io.BytesIO``); made when first used.
-    rfile = _OnFirstUse(lambda handler: io.BytesIO(handler.request.message))
+    rfile = _OnFirstUse(lambda request: io.BytesIO(request.message))
     #: Queues the reply (a ``MessageWriter``); made when first used.
-    wfile = _OnFirstUse(lambda handler: MessageWriter(handler.request))
+    wfile = _OnFirstUse(MessageWriter)
 
     def setup(self) -> None:
         request = self.request

@@ -95,7 +95,7 @@ class Connection(Channel):
     __slots__ = (
         "server", "sock", "client_address", "record", "data", "messages",
         "_reactor", "_table", "_frames", "_out", "_writing", "_reading",
-        "_close_asked", "_eof", "_failure", "_deadline", "_bound", "_timer", "_current", "_pumping", "_linger", "_plain", "_replies", "_held",
+        "_close_asked", "_eof", "_failure", "_deadline", "_bound", "_timer", "_current", "_pumping", "_quiet", "_linger", "_replies", "_held",
     )  # fmt: skip
 
     def __init__(self, server: Any, sock: socket.socket, client_address: Any, record: Record, reactor: Any) -> None:
@@ -122,7 +122,7 @@ class Connection(Channel):
         self._timer: Any = None
         self._current: MessageRequest | None = None
         self._pumping = False
-        self._plain = server._plain  # may a message skip the hooks that only call each other?
+        self._quiet = False  # nobody watches the table during this pump: moves are bare assignments
 
     # ------------------------------------------------------------- for handlers
 
@@ -241,8 +241,22 @@ class Connection(Channel):
             self._want_read(False)  # enough read ahead: let the kernel hold the rest
 
     def _pump(self) -> None:
-        """Dispatch buffered messages one at a time while the connection is READING."""
+        """Dispatch buffered messages one at a time while the connection is READING.
+
+        Whether anyone watches the table (an observer, the trace) is decided
+        once here, for the whole pump.  If nobody does, a message handled
+        within the pump moves its record READING -> PROCESSING -> READING
+        by plain assignment (what MESSAGE+DISPATCH and REPLY would do,
+        without the lookups, the clock and the logging checks), and the
+        record's ``changed`` is the time of this pump.  Whoever reads the
+        table from another thread still sees PROCESSING while the handler
+        runs; a message that has to wait for a worker is moved to READY
+        through ``transition()``, as is everything else.
+        """
         self._pumping = True
+        self._quiet = quiet = not self._table.watched()
+        if quiet:
+            self.record.changed = self._reactor.time()
         try:
             self._pump_messages()
         finally:
@@ -278,11 +292,13 @@ class Connection(Channel):
             if message is None:
                 self._wait_for_input()
                 return
-            table.transition(record, _MESSAGE, len(message))  # shown as "41 B"
             dispatch = self.server.dispatch
             if not dispatch.inline and not dispatch.has_room():
-                self.server._wait_for_room(self, message)  # READY until a worker is free
+                table.transition(record, _MESSAGE, len(message))  # READY until a worker is free
+                self.server._wait_for_room(self, message)
                 return
+            if not self._quiet:
+                table.transition(record, _MESSAGE, len(message))  # shown as "41 B"
             self._dispatch(message)
 
     def _wait_for_input(self) -> None:
@@ -302,19 +318,19 @@ class Connection(Channel):
             self._set_deadline("request_timeout")
 
     def _dispatch(self, message: bytes) -> None:
-        server = self.server
+        """Run the server's lifecycle hooks for one message, every time: the
+        server's ``process_request`` (hence the strategy, ``finish_request``,
+        ``shutdown_request``, ``close_request``) as overridden or assigned now."""
+        server, record = self.server, self.record
         self._deadline, self._bound = None, ""  # no deadline while the handler runs
-        self._table.transition(self.record, _DISPATCH, "process_request()")
+        if record.state is _READING:  # a quiet pump: MESSAGE and DISPATCH in one move
+            record.state = _PROCESSING
+        else:
+            self._table.transition(record, _DISPATCH, "process_request()")
         request = MessageRequest(message, self, self._request_done)
         self._current = request
         try:
-            if self._plain:  # what the unchanged hooks would do (see TCPServer._lifecycle_is_plain)
-                server.RequestHandlerClass(request, self.client_address, server)
-                if not request.done:  # request.close(), minus the thread check: we are the loop
-                    request.done = True
-                    self._reply(request)
-            else:
-                server.process_request(request, self.client_address)
+            server.process_request(request, self.client_address)
         except Exception:
             try:
                 server.handle_error(request, self.client_address)  # first, as the stdlib does
@@ -347,7 +363,7 @@ class Connection(Channel):
                 self._frames.unread(unread)  # a Chunk handler that recv()'d less than it got
         output = request.output
         if output:
-            data = output[0] if len(output) == 1 else b"".join(output)
+            data = b"".join(output)  # one piece: join returns it, no copy
             if self._pumping:  # inline, inside _pump: held back, sent when the pump ends
                 self._replies.append(data)
                 self._held += len(data)
@@ -355,23 +371,29 @@ class Connection(Channel):
                 self._send(data)
                 if record.state is not _PROCESSING:
                     return  # the write failed and closed us
-        if self._held + len(self._out) > self.server.output_high_water:
+        high_water = self.server.output_high_water
+        if self._held + len(self._out) > high_water:
             if self._replies:
                 self._release_replies()  # what the kernel takes now does not count against us
                 if record.state is not _PROCESSING:
                     return  # the write failed and closed us
-        if len(self._out) > self.server.output_high_water:
-            self._table.count("backpressure")
-            log.debug("%r: %d bytes queued, over the high-water mark: not reading", self, len(self._out))
-            self._table.transition(record, Event.BACKLOG, _Size(self._out, " queued"))
-            self._want_read(False)
-            self._set_deadline("write_timeout")
-            return
-        self._table.transition(record, _REPLY, _Size(self._out, " still queued") if self._out else "")
+            if len(self._out) > high_water:
+                self._table.count("backpressure")
+                log.debug("%r: %d bytes queued, over the high-water mark: not reading", self, len(self._out))
+                self._table.transition(record, Event.BACKLOG, _Size(self._out, " queued"))
+                self._want_read(False)
+                self._set_deadline("write_timeout")
+                return
         # Inline dispatch lands here inside _pump's loop, which goes on by
         # itself; a reply that comes later (from a worker) restarts it.
-        if not self._pumping:
-            self._pump()
+        if self._pumping:
+            if self._quiet:
+                record.state = _READING  # what REPLY does, unwatched
+            else:
+                self._table.transition(record, _REPLY, _Size(self._out, " still queued") if self._out else "")
+            return
+        self._table.transition(record, _REPLY, _Size(self._out, " still queued") if self._out else "")
+        self._pump()
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         self._table.count("too_long" if isinstance(exc, MessageTooLong) else "protocol_errors")

@@ -344,15 +344,6 @@ class UDPServer(TCPServer):
             request.close()
         self._request_over(request)
 
-    def _lifecycle_is_plain(self) -> bool:
-        return BaseServer._lifecycle_is_plain(self) and self._unchanged(UDPServer, "shutdown_request", "close_request")
-
-    def _end_plain(self, request: Any) -> None:
-        # What our unchanged shutdown_request -> close_request do.
-        if type(request) is MessageRequest:
-            request.close()
-        self._request_over(request)
-
     def _take(self, request: Any, client_address: Any) -> None:
         table, family = self.request_table, self.address_family
         pair = isinstance(request, tuple) and len(request) == 2  # (data, socket), from get_request

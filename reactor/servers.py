@@ -143,7 +143,6 @@ class BaseServer(Serving):
         self._reply_queue: Any = None  # datagram servers send replies through one
         self._waiting: Any = deque()  # framed connections with a message READY, waiting for room
         self._released = False  # server_close() gave the strategy back
-        self._plain = False  # may requests skip the hooks that only call each other? (see _attach)
         self._warnings = RateLimitedLog(log)  # warnings a peer can repeat: one line per kind per 10 s
 
     # ----------------------------------------------------- overridable hooks
@@ -287,11 +286,7 @@ class BaseServer(Serving):
                 table.transition(record, _DISPATCH, "process_request()")
             else:
                 table.transition(record, Event.WAIT, "every worker is busy")
-            if self._plain:  # what the unchanged process_request and finish_request would do
-                self.RequestHandlerClass(request, client_address, self)
-                self._end_plain(request)
-            else:
-                self.process_request(request, client_address)
+            self.process_request(request, client_address)
         except Exception:
             table.finish(request, Event.ERROR, "exception in the lifecycle")
             self.handle_error(request, client_address)
@@ -300,31 +295,6 @@ class BaseServer(Serving):
             table.finish(request, Event.ERROR, "KeyboardInterrupt/SystemExit")
             self.shutdown_request(request)
             raise
-
-    def _lifecycle_is_plain(self) -> bool:
-        """True if requests may skip the hooks that, unchanged, only call each other.
-
-        Under ``Inline`` dispatch, the unchanged ``process_request`` ->
-        ``Inline.submit`` -> ``finish_request`` come down to instantiating
-        the handler, then ``shutdown_request``.  When neither hook is
-        overridden (by the class or on the instance) and the strategy is
-        ``Inline`` itself, the lifecycle does just that; overriding either
-        restores the full chain, so every hook still runs when it does
-        something.  Decided when the server is added to a reactor
-        (``self._plain``); ``handle_request()`` without one always takes
-        the full chain.  Subclasses that know their ``shutdown_request``
-        extend the check (``TCPServer``, ``UDPServer``).
-        """
-        return type(self.dispatch) is Inline and self._unchanged(BaseServer, "process_request", "finish_request")
-
-    def _unchanged(self, owner: type, *names: str) -> bool:
-        """Are the methods ``names`` still ``owner``'s own, on our class and our instance?"""
-        cls = type(self)
-        return all(getattr(cls, name) is getattr(owner, name) for name in names) and not set(names) & self.__dict__.keys()
-
-    def _end_plain(self, request: Any) -> None:
-        """End a request that took the plain lifecycle: ``shutdown_request``, as the chain would."""
-        self.shutdown_request(request)
 
     def _request_over(self, request: Any) -> None:
         """Record the end of ``request`` (any thread); accepting may resume."""

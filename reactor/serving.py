@@ -186,7 +186,6 @@ class Serving:
             self._saved_timeout = sock.gettimeout()
             sock.setblocking(False)
         self.request_table.name = self._label()
-        self._plain = self._lifecycle_is_plain()
         reactor.add_reader(self, self._on_readable)
         self._reactor = reactor
         if sock is not None:
@@ -206,7 +205,6 @@ class Serving:
         still queued are dropped (both counted).
         """
         reactor.remove_reader(self)
-        self._plain = False
         for connection in tuple(self._connections):
             connection.abort("the server stopped serving")
         if self._reply_queue is not None:

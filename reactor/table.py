@@ -347,6 +347,16 @@ class RequestTable:
         else:
             self.totals["finished"] += 1
 
+    def watched(self) -> bool:
+        """Is anyone watching the moves: an observer, or the trace at DEBUG?
+
+        A framed connection asks once per read; if nobody watches, it makes
+        the moves of a message handled within that read by assignment (see
+        ``Connection._pump``): rule 1's lookups and rule 3's reports would
+        have nobody to tell.
+        """
+        return bool(self._observers) or trace.isEnabledFor(_DEBUG)
+
     # ------------------------------------------------------------- reading
 
     def find(self, request: Any) -> Record | None:

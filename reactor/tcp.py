@@ -100,14 +100,6 @@ class TCPServer(BaseServer):
         self._request_over(request)
         request.close()
 
-    def _lifecycle_is_plain(self) -> bool:
-        """``BaseServer``'s check, and our own ``shutdown_request``/``close_request`` unchanged.
-
-        Then one message of a framed connection comes down to: instantiate
-        the handler, mark the message handled (``Connection._dispatch``).
-        """
-        return super()._lifecycle_is_plain() and self._unchanged(TCPServer, "shutdown_request", "close_request")
-
 
 def _is_ipv6_literal(address: Any) -> bool:
     if not (isinstance(address, tuple) and address and isinstance(address[0], str)):

@@ -25,6 +25,7 @@ from conftest import (
     FAMILIES,
     ReactorThread,
     STREAM_FAMILIES,
+    ServingThread,
     client_exchange,
     connect,
     family_params,
@@ -574,6 +575,32 @@ def test_an_overridden_hook_runs_for_every_request(places, hook, where, name, ha
     with server, served(server):
         assert client_exchange(name, server.server_address, b"a\nb\nc\n") == b"A\nB\nC\n"
     assert calls == [hook] * requests
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("hook", ["process_request", "finish_request", "shutdown_request", "close_request",
+                                  "verify_request"])
+@pytest.mark.parametrize(
+    "name, handler, requests",
+    [("tcp4", Upper, 3), ("udp4", Upper, 1), ("udp4", UpperDatagram, 1), ("tcp4", UpperStream, 1),
+     ("unix", Upper, 3), ("unix", UpperStream, 1)],
+    ids=["tcp-framed", "udp-framed", "udp-classic", "tcp-classic", "unix-framed", "unix-classic"],
+)
+def test_a_hook_assigned_while_serve_forever_runs_is_honoured(places, hook, name, handler, requests):
+    """socketserver looks every hook up on every request: so must we, even once serving has begun."""
+    calls: list[str] = []
+
+    def counting(self: Any, *args: Any) -> Any:
+        calls.append(hook)
+        return getattr(type(self), hook)(self, *args)
+
+    server = make(places, name, handler)
+    with server, ServingThread(server, close=False):
+        wait_for(lambda: server.reactor is not None, what="serve_forever() has added the server to its reactor")
+        setattr(server, hook, counting.__get__(server))
+        assert client_exchange(name, server.server_address, b"a\nb\nc\n", places) == b"A\nB\nC\n"
+    expected = 1 if hook == "verify_request" and handler is Upper and name != "udp4" else requests
+    assert calls == [hook] * expected
 
 
 # ------------------------------------------------ a failing handler loses nothing
