@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 from handlers import BaseRequestHandler
 
-from .accepting import DEFAULT_MAX_CONNECTIONS, descriptor_budget
+from .admission import DEFAULT_MAX_CONNECTIONS, descriptor_budget
 from .datagram import UDPServer
 from .dispatch import Inline, Strategy, ThreadPool
 from .errors import ReactorError

@@ -39,12 +39,11 @@ import math
 import sys
 import threading
 import traceback
-from collections import deque
 from typing import Any
 
 from handlers.message import MessageHandler, MessageRequest
 
-from .accepting import DEFAULT_MAX_CONNECTIONS
+from .admission import DEFAULT_MAX_CONNECTIONS, Admit
 from .connection import Connection
 from .dispatch import Inline, Strategy
 from .errors import UsageError
@@ -81,7 +80,7 @@ class BaseServer(Serving):
     # Bounds (see docs/handlers.md); each hit is counted in request_table.counters.
     #: Live connections at which accepting pauses (None: no limit).  Left at
     #: this default, it is also kept within the process's descriptor limit
-    #: (``reactor.accepting.descriptor_budget``); a value you set is used as is.
+    #: (``reactor.admission.descriptor_budget``); a value you set is used as is.
     max_connections: int | None = DEFAULT_MAX_CONNECTIONS
     #: Largest message a framed handler is given (None: only the framer's own limit).
     max_message_size: int | None = 65536
@@ -138,10 +137,9 @@ class BaseServer(Serving):
         self._serving_thread: int | None = None
         self._service_timer: Any = None
         self._saved_timeout: Any = None
-        self._gate: Any = None  # the AcceptGate, while served
+        self._admission: Any = None  # while served: takes our input, or pauses it (reactor/admission.py)
         self._connections: set[Connection] = set()
         self._reply_queue: Any = None  # datagram servers send replies through one
-        self._waiting: Any = deque()  # framed connections with a message READY, waiting for room
         self._released = False  # server_close() gave the strategy back
         self._warnings = RateLimitedLog(log)  # warnings a peer can repeat: one line per kind per 10 s
 
@@ -255,7 +253,7 @@ class BaseServer(Serving):
         try:
             request, client_address = self.get_request()
         except OSError as exc:
-            if self._gate is None or not self._gate.accept_failed(exc):
+            if self._admission is None or not self._admission.accept_failed(exc):
                 log.debug("%s: get_request() found nothing: %s", self.request_table.name, exc)
             return False
         self._take(request, client_address)
@@ -267,9 +265,8 @@ class BaseServer(Serving):
         kind = Kind.CONNECTION if framed else self._record_kind
         record = self.request_table.open(kind, request, client_address, getattr(self, "address_family", 0))
         self._lifecycle(request, client_address, record, self._start_connection if framed else None)
-        if self._gate is not None:
-            self._gate.accepted()
-            self._gate.check_limit()
+        if self._admission is not None:
+            self._admission.accepted()
 
     def _lifecycle(self, request: Any, client_address: Any, record: Record, start: Any = None) -> None:
         """verify_request, then process_request (or ``start``: the reactor takes over)."""
@@ -300,8 +297,9 @@ class BaseServer(Serving):
         """Record the end of ``request`` (any thread); accepting may resume."""
         if type(request) is MessageRequest and type(request.connection) is Connection:
             return  # one message of a framed connection: the connection keeps the record
-        if self.request_table.finish(request) is not None and self._gate is not None and self._gate.paused:
-            self._gate.connection_ended()
+        admission = self._admission
+        if self.request_table.finish(request) is not None and admission is not None and admission.state is _FULL:
+            admission.connection_ended()
 
     # ------------------------------------------------------ framed streams
 
@@ -323,8 +321,9 @@ class BaseServer(Serving):
     def _connection_closed(self, connection: Connection) -> None:
         """Called by a Connection once its socket is closed."""
         self._connections.discard(connection)
-        if self._gate is not None and self._gate.paused:
-            self._gate.connection_ended()
+        admission = self._admission
+        if admission is not None and admission.state is _FULL:
+            admission.connection_ended()
 
     # ------------------------------------------------------ forked children
 
@@ -336,7 +335,7 @@ class BaseServer(Serving):
         socket's blocking mode: that flag is shared with the parent.
         """
         self._reactor = None
-        self._gate = None
+        self._admission = None
         sock = getattr(self, "socket", None)
         if sock is not None and self._record_kind is not Kind.DATAGRAM:
             sock.close()
@@ -399,7 +398,8 @@ def check_seconds(name: str, value: Any, zero_ok: bool = False) -> None:
 
 
 
-_DISPATCH = Event.DISPATCH  # a plain global: the hot path's enum lookup
+_DISPATCH = Event.DISPATCH  # plain globals: the hot path's enum lookups
+_FULL = Admit.FULL
 
 
 def _is_framed(handler_class: Any) -> bool:

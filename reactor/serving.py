@@ -4,17 +4,18 @@
 and the order they run in.  This is the other half, what makes a server
 something a ``Reactor`` can serve: ``serve_forever()`` / ``shutdown()`` /
 ``handle_request()``, joining and leaving a reactor (``add_server`` calls
-``_attach``), reading the listening socket in bursts, and pausing input
-while the dispatch strategy is full.  It is a base class of
-``BaseServer`` only; it is not a mix-in to combine with anything else.
+``_attach``, which gives the server an ``Admission``: reactor/admission.py
+reads the socket in bursts and pauses it when it must).  It is a base
+class of ``BaseServer`` only; it is not a mix-in to combine with anything
+else.
 
 Invariants:
 
 * ``shutdown()`` never waits for the thread it is called on; it wakes the
   loop through the reactor's wakeup socketpair, never by polling.
 * A shutdown request, or the reactor's ``stop()``, is checked before
-  every accept (python/cpython#79184): once a stop is asked for, the
-  burst takes no new connection.
+  every accept (python/cpython#79184, in ``Admission.on_readable``): once
+  a stop is asked for, the burst takes no new connection.
 * A server is served by at most one reactor at a time; while served, its
   socket is nonblocking, and its old timeout comes back when it leaves.
 """
@@ -27,18 +28,13 @@ import threading
 import time
 from typing import Any
 
-from .accepting import AcceptGate
+from .admission import Admission
 from .errors import UsageError
 from .loop import Reactor
-from .table import State
 
 __all__ = ["Serving"]
 
 log = logging.getLogger("reactor")
-
-# How many requests one readiness event may bring in before the loop looks
-# at other descriptors again: enough to drain a burst, few enough to be fair.
-ACCEPTS_PER_WAKEUP = 32
 
 
 def _base_service_actions() -> Any:
@@ -143,30 +139,6 @@ class Serving:
                     self.handle_timeout()
                     return
 
-    def _wait_for_room(self, connection: Any, message: bytes) -> None:
-        """A framed message is READY but every worker is busy: it waits its turn here."""
-        self._waiting.append((connection, message))
-
-    def _room_freed(self) -> None:
-        # Called by the strategy (on any thread) when a request ended.
-        reactor = self._reactor
-        if reactor is None or not (self._waiting or (self._gate is not None and self._gate.paused == "busy")):
-            return
-        if reactor.in_loop_thread():
-            self._use_room()
-        else:
-            reactor.call_soon_threadsafe(self._use_room)
-
-    def _use_room(self) -> None:
-        dispatch = self.dispatch
-        while self._waiting and dispatch.has_room():
-            connection, message = self._waiting.popleft()
-            if connection.record.state is State.READY:
-                connection._dispatch(message)
-        gate = self._gate
-        if gate is not None and gate.paused == "busy" and not dispatch.saturated():
-            gate.resume()
-
     # ------------------------------------------------ reactor integration
 
     @property
@@ -186,11 +158,8 @@ class Serving:
             self._saved_timeout = sock.gettimeout()
             sock.setblocking(False)
         self.request_table.name = self._label()
-        reactor.add_reader(self, self._on_readable)
-        self._reactor = reactor
-        if sock is not None:
-            self._gate = AcceptGate(self, reactor)
-        self.dispatch.on_room(self._room_freed)
+        admission = Admission(self, reactor)  # watches our socket from now on
+        self._reactor, self._admission = reactor, admission
         if not self._owns_reactor:
             # serve_forever() consumed an earlier shutdown() before getting
             # here; for a shared reactor, being added means "serve now".
@@ -204,16 +173,13 @@ class Serving:
         The framed connections it owns end with it, and datagram replies
         still queued are dropped (both counted).
         """
-        reactor.remove_reader(self)
+        if self._admission is not None:
+            self._admission.close()  # unwatches our socket
+            self._admission = None
         for connection in tuple(self._connections):
             connection.abort("the server stopped serving")
         if self._reply_queue is not None:
             self._reply_queue.close()
-        if self._gate is not None:
-            self._gate.close()
-            self._gate = None
-        self.dispatch.forget(self._room_freed)
-        self._waiting.clear()
         if self._service_timer is not None:
             self._service_timer.cancel()
             self._service_timer = None
@@ -228,19 +194,6 @@ class Serving:
         # Does nothing but wake the loop, whose every iteration ends with
         # service_actions(); then books the next wakeup.
         self._service_timer = reactor.call_later(poll_interval, self._service_tick, reactor, poll_interval)
-
-    def _on_readable(self) -> None:
-        gate, dispatch = self._gate, self.dispatch
-        for _ in range(ACCEPTS_PER_WAKEUP):
-            reactor = self._reactor
-            if self._shutdown_requested or reactor is None or reactor.stopping or (gate is not None and gate.paused):
-                return  # shutdown(), or the reactor's stop(): checked before every accept (python/cpython#79184)
-            if not dispatch.inline and dispatch.saturated():
-                if gate is not None:
-                    gate.pause_busy()
-                return
-            if not self._handle_request_noblock():
-                return
 
     def _leave_reactor(self) -> None:
         reactor = self._reactor

@@ -12,7 +12,7 @@ import pytest
 from conftest import CLIENT_TIMEOUT, FAMILIES, ReactorThread, connect, read_all, run_until, wait_for
 
 import reactor
-import reactor.accepting
+import reactor.admission
 from handlers.echo import LineEcho, StreamLineEcho
 from reactor import ThreadPool
 from reactor.dispatch import live_worker_threads
@@ -107,7 +107,7 @@ def test_a_stop_asked_for_mid_burst_takes_no_further_connection(places, name):
 
 @pytest.mark.timeout(10)
 def test_descriptor_budget_leaves_a_reserve():
-    from reactor.accepting import descriptor_budget
+    from reactor.admission import descriptor_budget
 
     assert descriptor_budget(64) == 32
     assert descriptor_budget(1024) == 960
@@ -120,9 +120,9 @@ def test_descriptor_budget_leaves_a_reserve():
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("how", ["default", "instance", "subclass"])
 def test_the_default_connection_limit_is_fitted_to_the_descriptor_budget(places, monkeypatch, how):
-    from reactor.accepting import DEFAULT_MAX_CONNECTIONS
+    from reactor.admission import DEFAULT_MAX_CONNECTIONS
 
-    monkeypatch.setattr(reactor.accepting, "descriptor_budget", lambda soft=None: 2)
+    monkeypatch.setattr(reactor.admission, "descriptor_budget", lambda soft=None: 2)
     cls = reactor.TCPServer
     if how == "subclass":
         cls = type("Three", (reactor.TCPServer,), {"max_connections": 3})
@@ -137,7 +137,7 @@ def test_the_default_connection_limit_is_fitted_to_the_descriptor_budget(places,
         try:
             for _ in range(expected + 1):
                 clients.append(socket.create_connection(server.server_address, CLIENT_TIMEOUT))
-            run_until(r, lambda: server._gate.paused == "max_connections")
+            run_until(r, lambda: server._admission.state is reactor.admission.Admit.FULL)
             run_until(r, lambda: len(server.connections) == expected)
             r.run_once(0)
             assert len(server.connections) == expected  # the last one waits in the backlog
