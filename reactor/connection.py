@@ -15,28 +15,21 @@ and drives its record through the table:
 Invariants:
 
 * One message in flight per connection.  Pipelined input stays in the
-  frame buffer (or in the kernel) and is answered in order, one message
-  after the other.
+  frame buffer (or in the kernel) and is answered in order.
 * Input is read only while the connection can use it: not while WRITING
-  (above the output high-water mark: a peer that does not read cannot grow
-  our memory), and not more than one message plus one read ahead while a
-  message is being processed.
-* Write interest is registered only while output is queued.
-* A reset, a broken pipe or any other socket error closes this connection
-  quietly (counted, logged at DEBUG); nobody else notices.
-* Deadlines cost nothing per message: a connection keeps one deadline
-  (``_deadline``, and which bound it is) and at most one timer, which on
-  firing checks whether the deadline moved and re-arms itself instead of
-  being cancelled and re-created for every message.
-* A close we start (not the peer's EOF) is a lingering one: the write side
-  is shut down once the output is sent, and input is read and discarded
-  until the peer closes too, so unread input does not make the kernel
-  reset the connection and destroy a last reply in flight.
-* The replies to the messages of one read are held back while they are
-  handled and go out together, in one ``send()``.
-
-The socket side (output, closing, selector interest, deadlines) is the
-base class ``Channel``, in reactor/channel.py.
+  (a peer that does not read cannot grow our memory), and at most one
+  read plus one message ahead while a message is handled (``Input``).
+* The replies to the messages of one read go out together, in one
+  ``send()``; write interest is registered only while output is queued
+  (``Output``).  One deadline and at most one timer (``Deadline``).
+* A socket error closes this connection quietly (counted, logged at
+  DEBUG); nobody else notices.
+* ``CLOSING`` sends what is queued (also after a handler failed: the
+  replies it finished before go out), then closes.  A close we start (not
+  the peer's EOF) lingers: the write side is shut down once the output is
+  sent, and input is dropped until the peer closes too (at most
+  ``LINGER`` seconds), so unread input does not make the kernel reset the
+  connection and destroy a last reply in flight.  ``abort`` closes now.
 """
 
 from __future__ import annotations
@@ -47,17 +40,16 @@ import threading
 from typing import Any
 
 from handlers.errors import ClosedError, MessageTooLong, ProtocolError
-from handlers.framing import FrameBuffer
 from handlers.message import MessageRequest
 
-from .channel import Channel
-from .table import Event, Record, State
+from .deadline import LINGER, Deadline
+from .input import Input
+from .output import Output
+from .table import Event, Record, Size, State
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "LINGER"]
 
 log = logging.getLogger("reactor")
-
-READ_SIZE = 65536
 
 _INET = (socket.AF_INET, socket.AF_INET6)
 # The events of every message, as plain globals (an enum member lookup costs
@@ -69,20 +61,7 @@ _READING, _READY, _PROCESSING = State.READING, State.READY, State.PROCESSING
 _WRITING, _CLOSING = State.WRITING, State.CLOSING
 
 
-class _Size:
-    """A transition's reason, "41 B", formatted only if someone reads it."""
-
-    __slots__ = ("data", "suffix")
-
-    def __init__(self, data: Any, suffix: str = "") -> None:
-        self.data = data
-        self.suffix = suffix
-
-    def __str__(self) -> str:
-        return f"{len(self.data)} B{self.suffix}"
-
-
-class Connection(Channel):
+class Connection:
     """One framed connection of a server.  Handlers see it as ``self.connection``.
 
     For handlers: ``data`` (a dict for per-connection state), ``close()``
@@ -94,8 +73,8 @@ class Connection(Channel):
 
     __slots__ = (
         "server", "sock", "client_address", "record", "data", "messages",
-        "_reactor", "_table", "_frames", "_out", "_writing", "_reading",
-        "_close_asked", "_eof", "_failure", "_deadline", "_bound", "_timer", "_current", "_pumping", "_quiet", "_linger", "_replies", "_held",
+        "_reactor", "_table", "_input", "_output",
+        "_close_asked", "_failure", "_deadline", "_current", "_pumping", "_quiet", "_linger",
     )  # fmt: skip
 
     def __init__(self, server: Any, sock: socket.socket, client_address: Any, record: Record, reactor: Any) -> None:
@@ -107,19 +86,13 @@ class Connection(Channel):
         self.messages = 0
         self._reactor = reactor
         self._table = server.request_table
-        self._frames = FrameBuffer(server.RequestHandlerClass.framing, server.max_message_size)
-        self._out = bytearray()  # output the kernel has not taken yet
-        self._replies: list[bytes] = []  # replies held back while _pump runs (sent when it ends)
-        self._held = 0  # their total size
-        self._writing = False  # write interest registered
-        self._reading = False  # read interest registered
+        framing = server.RequestHandlerClass.framing
+        self._input = Input(sock, reactor, framing, server.max_message_size, self._on_readable)
+        self._output = Output(sock, record, reactor, self._on_writable)  # what the kernel has not taken yet
         self._close_asked = False
-        self._eof = False
         self._failure = ""  # why the connection failed (it closes, then ends FAILED)
-        self._deadline: float | None = None
-        self._bound = ""  # which bound the deadline is: idle_timeout, request_timeout, ...
+        self._deadline = Deadline(server, reactor, self._on_deadline)
         self._linger = False
-        self._timer: Any = None
         self._current: MessageRequest | None = None
         self._pumping = False
         self._quiet = False  # nobody watches the table during this pump: moves are bare assignments
@@ -160,10 +133,9 @@ class Connection(Channel):
         if reactor is not None and reactor._thread_id != threading.get_ident():
             reactor.call_soon_threadsafe(self._send_later, bytes(data))
             return
-        self._out += data
         # Sent by the write callback, which also ends WRITING once the
         # queue drains (sending here could empty it with nobody to notice).
-        self._want_write(True)
+        self._output.push(data)
 
     def _send_later(self, data: bytes) -> None:
         if self.record.state not in (_CLOSING, State.CLOSED, State.FAILED):
@@ -172,7 +144,7 @@ class Connection(Channel):
     @property
     def queued(self) -> int:
         """Bytes waiting to be sent to the peer (replies and ``send()`` alike)."""
-        return len(self._out)
+        return self._output.queued
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -200,26 +172,26 @@ class Connection(Channel):
             except OSError:
                 pass
         self._table.transition(self.record, Event.START, "framed: the reactor reads")
-        self._want_read(True)
-        self._set_deadline("idle_timeout")
+        self._input.watch(True)
+        self._deadline.arm("idle_timeout")
 
     # ------------------------------------------------------------------ input
     #
     # The hot path, per message: _on_readable -> _pump -> _dispatch -> the
-    # handler (directly when the server's hooks are unchanged, else through
-    # them) -> _reply, which holds the reply back; once every message of the
-    # read is handled, _release_replies sends all the replies with one
-    # send().  It is written for speed where that costs no clarity: local
-    # names for attributes used in loops, no call where an attribute test
-    # does, and no string built for a trace nobody is reading.
+    # server's process_request (and so the strategy and the other hooks, as
+    # they are now) -> the handler -> close_request -> _reply, which holds
+    # the reply back; once every message of the read is handled, the held
+    # replies go out with one send().  It is written for speed where that
+    # costs no clarity: local names for attributes used in loops, no call
+    # where an attribute test does, no string built for a trace nobody reads.
 
     def _on_readable(self) -> None:
         try:
-            data = self.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
+            data = self._input.read()
         except OSError as exc:
             self._broken(exc)
+            return
+        if data is None:
             return
         record = self.record
         state = record.state
@@ -227,18 +199,14 @@ class Connection(Channel):
             if not data:
                 self._finish_close()
             return
-        if not data:
-            self._eof = True
-            self._want_read(False)
+        if not data:  # EOF: the input stopped watching
             if state is _READING:
                 self._pump()
             return
         record.bytes_in += len(data)
-        held = self._frames.feed(data)
+        self._input.take(data, state is _READING)
         if state is _READING:
             self._pump()  # which arms request_timeout if a message is left incomplete
-        elif held + len(data) > READ_SIZE + (self.server.max_message_size or READ_SIZE):
-            self._want_read(False)  # enough read ahead: let the kernel hold the rest
 
     def _pump(self) -> None:
         """Dispatch buffered messages one at a time while the connection is READING.
@@ -263,19 +231,17 @@ class Connection(Channel):
             self._pumping = False
         # The replies to the messages handled in this pump were held back:
         # one send for all of them (16 pipelined requests, one reply segment).
-        if self._replies and self.record.state not in _OVER:
+        if self._output.held and self.record.state not in _OVER:
             self._release_replies()
 
     def _release_replies(self) -> None:
         """Send the replies ``_pump`` held back, in order, with one ``send()``."""
-        replies = self._replies
-        data = replies[0] if len(replies) == 1 else b"".join(replies)
-        replies.clear()
-        self._held = 0
-        self._send(data)
+        error = self._output.release()
+        if error is not None:
+            self._broken(error)
 
     def _pump_messages(self) -> None:
-        table, record, frames = self._table, self.record, self._frames
+        table, record, frames = self._table, self.record, self._input.frames
         while record.state is _READING:
             if self._close_asked:
                 self._begin_closing(Event.CLOSE, "close() asked for it")
@@ -303,26 +269,25 @@ class Connection(Channel):
 
     def _wait_for_input(self) -> None:
         """Nothing complete is buffered: read on, under the right deadline."""
-        if self._eof:
+        if self._input.eof:
             self._begin_closing(Event.EOF, "the peer sent EOF")
             return
-        if not self._reading:
-            self._want_read(True)
-        if not self._frames.buffered:
-            self._set_deadline("idle_timeout")
-        elif self._bound != "request_timeout":
+        self._input.watch(True)
+        if not self._input.frames.buffered:
+            self._deadline.arm("idle_timeout")
+        elif self._deadline.bound != "request_timeout":
             # Part of a message is here: its clock starts now (it began in
             # this read, or was pipelined behind the last message), and is
             # not restarted by the bytes that trickle in after it.  (A
             # message that arrives whole never needs a clock at all.)
-            self._set_deadline("request_timeout")
+            self._deadline.arm("request_timeout")
 
     def _dispatch(self, message: bytes) -> None:
         """Run the server's lifecycle hooks for one message, every time: the
         server's ``process_request`` (hence the strategy, ``finish_request``,
         ``shutdown_request``, ``close_request``) as overridden or assigned now."""
         server, record = self.server, self.record
-        self._deadline, self._bound = None, ""  # no deadline while the handler runs
+        self._deadline.clear()  # no deadline while the handler runs
         if record.state is _READING:  # a quiet pump: MESSAGE and DISPATCH in one move
             record.state = _PROCESSING
         else:
@@ -357,32 +322,34 @@ class Connection(Channel):
             self._fail("exception in the handler")
             return
         self.messages += 1
-        if self._frames.framer.returns_unread:
+        if self._input.frames.framer.returns_unread:
             unread = request.unread()
             if unread:
-                self._frames.unread(unread)  # a Chunk handler that recv()'d less than it got
+                self._input.frames.unread(unread)  # a Chunk handler that recv()'d less than it got
         output = request.output
         if output:
             data = b"".join(output)  # one piece: join returns it, no copy
             if self._pumping:  # inline, inside _pump: held back, sent when the pump ends
-                self._replies.append(data)
-                self._held += len(data)
+                pending = self._output.hold(data)
             else:
                 self._send(data)
                 if record.state is not _PROCESSING:
                     return  # the write failed and closed us
+                pending = len(self._output)
+        else:
+            pending = len(self._output)
         high_water = self.server.output_high_water
-        if self._held + len(self._out) > high_water:
-            if self._replies:
+        if pending > high_water:
+            if self._output.held:
                 self._release_replies()  # what the kernel takes now does not count against us
                 if record.state is not _PROCESSING:
                     return  # the write failed and closed us
-            if len(self._out) > high_water:
+            if len(self._output) > high_water:
                 self._table.count("backpressure")
-                log.debug("%r: %d bytes queued, over the high-water mark: not reading", self, len(self._out))
-                self._table.transition(record, Event.BACKLOG, _Size(self._out, " queued"))
-                self._want_read(False)
-                self._set_deadline("write_timeout")
+                log.debug("%r: %d bytes queued, over the high-water mark: not reading", self, len(self._output))
+                self._table.transition(record, Event.BACKLOG, Size(self._output, " queued"))
+                self._input.watch(False)
+                self._deadline.arm("write_timeout")
                 return
         # Inline dispatch lands here inside _pump's loop, which goes on by
         # itself; a reply that comes later (from a worker) restarts it.
@@ -390,9 +357,9 @@ class Connection(Channel):
             if self._quiet:
                 record.state = _READING  # what REPLY does, unwatched
             else:
-                self._table.transition(record, _REPLY, _Size(self._out, " still queued") if self._out else "")
+                self._table.transition(record, _REPLY, Size(self._output, " still queued") if self._output.queued else "")
             return
-        self._table.transition(record, _REPLY, _Size(self._out, " still queued") if self._out else "")
+        self._table.transition(record, _REPLY, Size(self._output, " still queued") if self._output.queued else "")
         self._pump()
 
     def _protocol_error(self, exc: ProtocolError) -> None:
@@ -404,7 +371,147 @@ class Connection(Channel):
         except Exception:
             log.exception("%s: protocol_error_reply() failed; closing without a reply", self._table.name)
             reply = None
-        self._frames.clear()
+        self._input.frames.clear()
         # Its replies to the messages before the bad one go first, then the
         # error reply; input is left unread, so the close lingers.
         self._begin_closing(Event.PROTOCOL, str(exc), last=reply, linger=True)
+
+    # ----------------------------------------------------------------- output
+
+    def _send(self, data: bytes) -> None:
+        """Queue ``data`` and send what the socket takes now; a socket error closes us."""
+        error = self._output.send(data)
+        if error is not None:
+            self._broken(error)
+
+    def _on_writable(self) -> None:
+        error = self._output.flush()
+        if error is not None:
+            self._broken(error)
+            return
+        state = self.record.state
+        if state is _WRITING:
+            self._deadline.arm("write_timeout")  # progress: the peer is reading
+            if len(self._output) <= self.server.output_low_water:
+                self._table.transition(self.record, Event.DRAINED, f"{len(self._output)} B queued")
+                self._pump()
+        elif state is _CLOSING:
+            if self._output.queued:
+                self._deadline.arm("write_timeout")  # progress: the peer is reading
+            else:
+                self._output_sent()
+
+    # ---------------------------------------------------------------- closing
+
+    def _begin_closing(self, event: Event, reason: str, last: bytes | None = None, linger: bool = False) -> None:
+        """Enter CLOSING: send what is queued, then ``last``, then close.
+
+        The close lingers (see ``_output_sent``) unless the peer sent EOF;
+        ``linger`` makes it linger anyway (a protocol error leaves input unread).
+        """
+        self._table.transition(self.record, event, reason)
+        self._input.watch(False)
+        self._linger = linger or not self._input.eof
+        if self._output.held:
+            self._release_replies()  # replies held back by the pump that led here
+        if last and self.record.state is _CLOSING:
+            self._send(last)
+        if self.record.state is not _CLOSING:
+            return  # a write failed and closed us
+        if self._output.queued:
+            self._deadline.arm("write_timeout")
+        else:
+            self._output_sent()
+
+    def _output_sent(self) -> None:
+        if not self._linger:
+            self._finish_close()
+            return
+        # Shut our side, then wait (briefly) for the peer's EOF, reading and
+        # dropping whatever it still sends: closing with unread input would
+        # make the kernel send a reset, which can destroy our last reply.
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._finish_close()
+            return
+        self._deadline.arm("linger")
+        self._input.watch(True)
+
+    def _finish_close(self) -> None:
+        if self._failure:  # a failed connection ends FAILED, once its replies are out
+            self._table.transition(self.record, Event.ERROR, self._failure)
+        else:
+            self._table.transition(self.record, Event.FINISH, f"{self.messages} message(s)")
+        self._release()
+
+    def abort(self, reason: str) -> None:
+        """Close now, dropping queued output (the server is closing, or the peer is gone)."""
+        if self.record.state in _OVER:
+            return
+        if self._failure:  # it had failed already: it still ends FAILED
+            self._table.transition(self.record, Event.ERROR, f"{self._failure}; then {reason}")
+        else:
+            self._table.transition(self.record, Event.ABORT, reason)
+        self._release()
+
+    def _broken(self, exc: OSError) -> None:
+        self._table.count("resets")
+        log.debug("%r: %s; closing it", self, exc)
+        self.abort(f"{type(exc).__name__}: {exc.strerror or exc}")
+
+    def _fail(self, reason: str) -> None:
+        """An exception in the lifecycle: the connection ends FAILED.
+
+        Every reply finished before the failure still goes out, in order
+        (held replies, then queued output), through a normal close; nothing
+        after the failing message is handled.  A connection that has sent
+        nothing yet (ACCEPTED) or is already closing fails at once.
+        """
+        state = self.record.state
+        if state in _OVER:
+            return
+        self._failure = reason
+        if state is State.ACCEPTED or state is _CLOSING:
+            self._table.transition(self.record, Event.ERROR, reason)
+            self._release()
+            return
+        self._input.frames.clear()
+        self._begin_closing(Event.ERROR, reason)
+
+    def _release(self) -> None:
+        """Forget the socket: unwatch it, cancel its timer, close it, tell the server."""
+        self._deadline.cancel()
+        reactor = self._reactor
+        if reactor is not None and not reactor.closed:
+            reactor.remove_reader(self.sock)
+            reactor.remove_writer(self.sock)
+        self._input.watching = False
+        self._output.forget()
+        self._current = None
+        try:
+            self.sock.close()
+        finally:
+            self.server._connection_closed(self)
+
+    # -------------------------------------------------------------- deadline
+
+    def _on_deadline(self) -> None:
+        """The deadline's timer fired (the trace names this method)."""
+        if self.record.state in _OVER:
+            return
+        bound = self._deadline.due()
+        if bound is None:
+            return  # it moved (re-armed) or went away
+        state = self.record.state
+        if bound == "linger":
+            self._finish_close()  # the peer never closed its side: close anyway
+        elif state is _READING:
+            self._table.count(bound)
+            log.info("%s: %r: %s passed; closing the connection", self._table.name, self.client_address, bound)
+            self._input.frames.clear()
+            self._begin_closing(Event.CLOSE, bound)
+        elif state is _WRITING or state is _CLOSING:
+            self._table.count("write_timeout")
+            log.info("%s: %r: the peer stopped reading; dropping the connection", self._table.name, self.client_address)
+            self.abort("the peer stopped reading")

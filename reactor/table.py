@@ -198,6 +198,19 @@ def family_name(family: int, kind: Kind) -> str:
 _LABELS: dict[tuple[int, Kind], str] = {}
 
 
+class Size:
+    """A transition's reason, "41 B" (the length of ``data`` now), formatted only if someone reads it."""
+
+    __slots__ = ("data", "suffix")
+
+    def __init__(self, data: Any, suffix: str = "") -> None:
+        self.data = data
+        self.suffix = suffix
+
+    def __str__(self) -> str:
+        return f"{len(self.data)} B{self.suffix}"
+
+
 class Record:
     """One request in flight.  Read its fields; only the table changes them.
 

@@ -211,7 +211,7 @@ def test_a_peer_that_never_reads_cannot_grow_the_server(places):
                 other.settimeout(1.0)
                 other.sendall(request(7))
                 assert recv_exactly(other, REPLY) == reply(7)
-            bytes_in, queued, messages = conn.record.bytes_in, len(conn._out), conn.messages
+            bytes_in, queued, messages = conn.record.bytes_in, conn.queued, conn.messages
             assert (bytes_in, messages) == before, "it went on reading a peer that does not read"
             assert queued <= server.output_high_water + REPLY
             assert messages < 200 and bytes_in <= sent // 2, (bytes_in, sent, messages)
