@@ -79,7 +79,7 @@ class Fork(_Bounded):
             self._done()
             raise
         if pid == 0:
-            _child(server, request, client_address, pipe)  # never returns
+            _child(self, server, request, client_address, pipe)  # never returns
         info: dict[str, Any] = {
             "server": server, "request": request, "output": bytearray(), "pipe": None, "reactor": server.reactor,
         }  # fmt: skip
@@ -276,16 +276,15 @@ def _wait_any(pids: list[int], timeout: float | None) -> None:
             os.close(fd)
 
 
-def _child(server: Any, request: Any, client_address: Any, pipe: tuple[int, int] | None) -> None:
+def _child(strategy: Fork, server: Any, request: Any, client_address: Any, pipe: tuple[int, int] | None) -> None:
     """The body of a forked child: handle one request, then ``os._exit``."""
     status = 1
     try:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)  # the parent's handlers stop the parent's loop
         signal.set_wakeup_fd(-1)  # nor may our signals wake the parent's loop (Reactor.run sets it)
-        server._in_child()
+        _close_inherited(strategy, server, request, pipe)
         if pipe is not None:
-            os.close(pipe[0])
             done: list[MessageRequest] = []
             request._on_done = done.append  # the reply goes to the pipe, not to the socket
         try:
@@ -304,3 +303,39 @@ def _child(server: Any, request: Any, client_address: Any, pipe: tuple[int, int]
         pass  # never let anything escape into the parent's stack
     finally:
         os._exit(status)
+
+
+def _close_inherited(strategy: Fork, server: Any, request: Any, pipe: tuple[int, int] | None) -> None:
+    """In the child: close every descriptor the library holds but the request's own.
+
+    A child holding a copy of another client's connection keeps it open
+    after the parent closes it (the client's EOF waits for the child to
+    exit); one holding a listener keeps its port or path busy.  So the
+    child closes what the parent's reactor, every server on it and this
+    strategy hold: listeners, connections (classic or framed, of any
+    server), accept gates' reserve descriptors, other children's pipes and
+    pidfds, the wakeup pair, the selector.  It keeps the request's own
+    socket and the write end of its pipe, and whatever the program opened
+    itself (a handler's log file, stdio).
+    """
+    keep = set() if pipe is None else {pipe[1]}
+    own = request[1] if isinstance(request, tuple) else request  # a classic datagram: (data, socket)
+    try:
+        keep.add(own.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass
+    reactor = server.reactor
+    servers = list(reactor.servers) if reactor is not None else []
+    if server not in servers:
+        servers.append(server)
+    for each in servers:
+        each._in_child(keep)
+    for info in strategy.children.values():
+        for fd in (info["pipe"], info.get("pidfd")):
+            if fd is not None:
+                os.close(fd)
+    strategy.children.clear()
+    if reactor is not None:
+        reactor.close_in_child(keep)
+    if pipe is not None:
+        os.close(pipe[0])

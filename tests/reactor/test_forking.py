@@ -1,15 +1,29 @@
-"""Fork without pidfds: SIGCHLD wakes the loop, which reaps our children."""
+"""The Fork strategy's own mechanics.
+
+Without pidfds, SIGCHLD wakes the loop to reap.  A child closes every
+descriptor of the parent's but its own request's; a request ends when its
+child exits (a grandchild holding the output pipe does not hold it up);
+a failure between taking a slot and a running child gives the slot back.
+(The family x strategy matrix is in test_strategies.py.)
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
+import sys
+import time
+from typing import Any
 
 import pytest
-from conftest import CLIENT_TIMEOUT, run_until
+from conftest import CLIENT_TIMEOUT, FAMILIES, connect, family_params, run_until
 
 import reactor
+from handlers.echo import DatagramEcho, LineEcho
+from reactor import Kind
 
 
 class Upper(reactor.MessageHandler):
@@ -46,3 +60,209 @@ def test_children_are_reaped_through_sigchld_where_there_are_no_pidfds(monkeypat
         server.server_close()
         signal.signal(signal.SIGCHLD, previous)
     assert server.request_table.totals["failed"] == 0
+
+
+# ============================================================ hardening (issue 10)
+#
+# A child holds nothing but its own request; a request ends when its child
+# exits; every failure on the way to a running child gives its slot back.
+
+
+def touch(path: str) -> None:
+    open(path, "w").close()
+
+
+def wait_for_file(path: str, limit: float = 10.0) -> None:
+    """In a child: wait (bounded polling) until the test creates ``path``."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def fd_table() -> dict[int, str]:
+    """This process's descriptors and what each one is (``socket:[123]``, ``pipe:[45]``, ...)."""
+    table = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            table[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    return table
+
+
+def respond(line: bytes, request: Any, server: Any) -> bytes:
+    """What the test handlers do, in the child: ``hold`` waits for ``server.flag``; ``fds``
+    reports the child's descriptors; ``spawn`` starts a background grandchild that inherits
+    every descriptor; anything else is sent back upper-cased."""
+    if line == b"hold\n":
+        wait_for_file(server.flag)
+        return b"HELD\n"
+    if line == b"fds\n":
+        own = request.fileno()
+        return json.dumps({"fds": fd_table(), "own": own}).encode() + b"\n"
+    if line == b"spawn\n":
+        # A background process that keeps every descriptor, the output pipe and the
+        # connection among them (as one started by multiprocessing's fork would).
+        grandchild = os.fork()
+        if grandchild == 0:
+            wait_for_file(server.flag)  # at most 10 s
+            os._exit(0)
+        with open(server.pidfile, "w") as f:
+            f.write(str(grandchild))
+        return b"%d\n" % grandchild
+    return line.upper()
+
+
+class ClassicProbe(reactor.StreamRequestHandler):
+    def handle(self) -> None:
+        self.wfile.write(respond(self.rfile.readline(), self.request, self.server))
+
+
+class FramedProbe(reactor.MessageHandler):
+    def handle(self) -> None:
+        self.wfile.write(respond(self.rfile.readline(), self.request, self.server))
+
+
+class DatagramProbe(reactor.MessageHandler):  # the same, on a datagram server: one datagram, one message
+    def handle(self) -> None:
+        self.wfile.write(respond(self.message, self.request, self.server))
+
+
+PROBES = {"classic": ClassicProbe, "framed": FramedProbe}
+
+
+class Recording:
+    """A server mix-in whose handle_error keeps the exception (in this process)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        self.errors.append(sys.exc_info()[1])
+
+
+def probe_server(places: Any, name: str, kind: str, dispatch: Any) -> Any:
+    base = FAMILIES[name][0]
+    handler = DatagramProbe if FAMILIES[name][2] == socket.SOCK_DGRAM else PROBES[kind]
+    server = places.make_server(name, handler, cls=type("Probe", (Recording, base), {}), dispatch=dispatch)
+    server.errors = []
+    server.flag = os.path.join(places.dir, f"flag-{id(server)}")
+    server.pidfile = os.path.join(places.dir, f"pid-{id(server)}")
+    return server
+
+
+class Peer:
+    """A connected client socket the test reads while it steps the loop itself: nonblocking
+    (it never waits; the test's deadlines are run_until's)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.data = bytearray()
+        self.eof = False
+
+    def poll(self) -> "Peer":
+        while not self.eof:
+            try:
+                chunk = self.sock.recv(65536)
+            except BlockingIOError:
+                break
+            except ConnectionResetError:
+                chunk = b""
+            self.data += chunk
+            self.eof = not chunk
+        return self
+
+    def lines(self) -> int:
+        return self.poll().data.count(b"\n")
+
+
+def serve_on(stack: contextlib.ExitStack, r: reactor.Reactor, *servers: Any) -> None:
+    """Serve ``servers`` on ``r`` (stepped by the test); each closed when ``stack`` ends."""
+    for server in servers:
+        stack.callback(server.server_close)
+        r.add_server(server)
+
+
+def child_record_pids(server: Any) -> list[int]:
+    pids: list[int] = []
+    server.request_table.add_observer(
+        lambda record, old, *_: pids.append(record.peer) if old is None and record.kind is Kind.CHILD else None
+    )
+    return pids
+
+
+# -------------------------------- 4. a child holds no other request's descriptors
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["classic", "framed"])
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_a_half_close_reaches_its_client_while_another_clients_child_runs(name: str, kind: str, places: Any) -> None:
+    fork = reactor.Fork(2)
+    subject = probe_server(places, name, kind, fork)
+    other = places.make_server(name, LineEcho)  # Inline: its connections live in the parent
+    pids = child_record_pids(subject)
+    with reactor.Reactor() as r, contextlib.ExitStack() as stack:
+        serve_on(stack, r, subject, other)
+        idle = [Peer(stack.enter_context(connect(other)))]  # B: another server's framed connection
+        idle[0].sock.sendall(b"b\n")
+        run_until(r, lambda: idle[0].lines() == 1)
+        if kind == "framed":  # and one of the same server's connections, idle too
+            idle.append(Peer(stack.enter_context(connect(subject))))
+            run_until(r, lambda: len(subject.connections) == 1)
+        stack.callback(touch, subject.flag)  # whatever happens, the held child may go
+        holder = Peer(stack.enter_context(connect(subject)))
+        holder.sock.sendall(b"hold\n")
+        run_until(r, lambda: len(pids) == 1)  # the child is forked, and waits for the flag
+        for peer in idle:
+            peer.sock.shutdown(socket.SHUT_WR)
+        run_until(r, lambda: all(peer.poll().eof for peer in idle), timeout=3.0)
+        assert pids[0] in fork.children and not os.path.exists(subject.flag)  # still running
+        assert bytes(idle[0].data) == b"b\n"
+        touch(subject.flag)
+        run_until(r, lambda: holder.lines() == 1)
+        assert bytes(holder.data) == b"HELD\n"
+        run_until(r, lambda: not fork.children)
+    assert subject.errors == []
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["classic", "framed"])
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_a_child_holds_no_descriptor_of_the_parent_but_its_own_request(name: str, kind: str, places: Any) -> None:
+    before = set(fd_table().items())  # pytest's own files and the like: not the library's
+    fork = reactor.Fork(2)
+    subject = probe_server(places, name, kind, fork)
+    other = places.make_server("unix" if name == "tcp4" else "tcp4", LineEcho)
+    datagrams = places.make_server("udp4", DatagramEcho)
+    queued = probe_server(places, "tcp4", "classic", reactor.Fork(1))  # one child running, one request READY
+    clients = []
+    with reactor.Reactor() as r, contextlib.ExitStack() as stack:
+        serve_on(stack, r, subject, other, datagrams, queued)
+        stack.callback(touch, queued.flag)
+        framed = Peer(stack.enter_context(connect(other)))
+        framed.sock.sendall(b"x\n")
+        run_until(r, lambda: framed.lines() == 1)
+        holding = Peer(stack.enter_context(connect(queued)))
+        holding.sock.sendall(b"hold\n")
+        waiting = Peer(stack.enter_context(connect(queued)))
+        waiting.sock.sendall(b"w\n")  # (its child must not wait for an EOF: it holds our end too)
+        run_until(r, lambda: queued.request_table.counts().get("READY") == 1)
+        clients = [framed, holding, waiting]
+        if kind == "framed":
+            clients.append(Peer(stack.enter_context(connect(subject))))  # an idle connection of its own server
+            run_until(r, lambda: len(subject.connections) == 1)
+        asking = Peer(stack.enter_context(connect(subject)))
+        clients.append(asking)
+        asking.sock.sendall(b"fds\n")
+        run_until(r, lambda: asking.lines() == 1)
+        report = json.loads(bytes(asking.data))
+        mine = {(peer.sock.fileno(), os.readlink(f"/proc/self/fd/{peer.sock.fileno()}")) for peer in clients}
+        library = set(fd_table().items()) - before - mine  # what the library holds in the parent
+        listeners = {os.readlink(f"/proc/self/fd/{s.fileno()}") for s in (subject, other, datagrams, queued)}
+        assert listeners <= {target for _, target in library}
+        child = {(int(fd), target) for fd, target in report["fds"].items()}
+        own = {(fd, target) for fd, target in child if fd == report["own"]}
+        assert own, report
+        assert child & library <= own, f"the child holds {sorted(child & library - own)}"
+        touch(queued.flag)
+        run_until(r, lambda: holding.lines() == 1 and waiting.lines() == 1)
+        run_until(r, lambda: not fork.children and not queued.dispatch.children and not queued.request_table.counts())
+    assert subject.errors == [] and queued.errors == []
+
