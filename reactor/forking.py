@@ -61,25 +61,14 @@ class Fork(_Bounded):
         return self.limit
 
     def _start(self, server: Any, request: Any, client_address: Any, reuse: bool = False) -> None:
-        if live_worker_threads():
-            self._done()
-            raise UsageError(
-                f"refusing to fork with {live_worker_threads()} reactor worker thread(s) alive: fork after "
-                "threads can deadlock the child; use one strategy per process"
-            )
-        _start_record(server, request)
-        framed = isinstance(request, MessageRequest)
-        pipe = os.pipe() if framed else None
         try:
-            pid = os.fork()
-        except OSError:
-            if pipe:
-                os.close(pipe[0])
-                os.close(pipe[1])
-            self._done()
+            pid, pipe = self._fork(server, request, client_address)
+        except BaseException:
+            # No child: the slot goes back (or on to the next queued request),
+            # and the caller fails this request (logs it, closes its connection).
+            if not reuse:
+                self._pass_on()
             raise
-        if pid == 0:
-            _child(self, server, request, client_address, pipe)  # never returns
         info: dict[str, Any] = {
             "server": server, "request": request, "output": bytearray(), "pipe": None, "reactor": server.reactor,
         }  # fmt: skip
@@ -94,6 +83,30 @@ class Fork(_Bounded):
         server._child_started(pid)
         self._watch(server, pid, info)
 
+    def _fork(self, server: Any, request: Any, client_address: Any) -> tuple[int, tuple[int, int] | None]:
+        """Fork the request's child; in the parent, return its pid and output pipe (framed only).
+
+        Raises (having released what it took) if it cannot: worker threads
+        alive, or ``os.pipe()``/``os.fork()`` failing (EMFILE, EAGAIN, ENOMEM).
+        """
+        if live_worker_threads():
+            raise UsageError(
+                f"refusing to fork with {live_worker_threads()} reactor worker thread(s) alive: fork after "
+                "threads can deadlock the child; use one strategy per process"
+            )
+        _start_record(server, request)
+        pipe = os.pipe() if isinstance(request, MessageRequest) else None
+        try:
+            pid = os.fork()
+        except BaseException:
+            if pipe:
+                os.close(pipe[0])
+                os.close(pipe[1])
+            raise
+        if pid == 0:
+            _child(self, server, request, client_address, pipe)  # never returns
+        return pid, pipe
+
     def _watch(self, server: Any, pid: int, info: dict[str, Any]) -> None:
         reactor = info["reactor"]
         if reactor is None:
@@ -101,14 +114,31 @@ class Fork(_Bounded):
         if info["pipe"] is not None:
             reactor.add_reader(info["pipe"], self._read_output, pid)
         if hasattr(os, "pidfd_open"):
-            try:
-                info["pidfd"] = os.pidfd_open(pid)
-            except OSError:
-                info["pidfd"] = None  # already gone: the next collect() reaps it
-            else:
-                reactor.add_reader(info["pidfd"], self._reap, pid)
+            self._watch_exit(pid)
         else:
             self._reap_on_sigchld(reactor)
+
+    def _watch_exit(self, pid: int, delay: float = 0.0) -> None:
+        """Put the child's pidfd in the selector, to be reaped the moment it exits.
+
+        With no descriptor to spare for it (EMFILE), look again after a
+        back-off that doubles from 10 ms to 1 s, reaping the child if it
+        has exited meanwhile: its request must not wait for ``close()``.
+        """
+        info = self.children.get(pid)
+        if info is None or "status" in info:
+            return
+        try:
+            info["pidfd"] = os.pidfd_open(pid)
+        except OSError as exc:
+            self._collect_one(pid, block=False)
+            if pid in self.children:
+                delay = min(1.0, max(0.01, delay * 2))
+                if delay == 0.01:
+                    log.warning("%r: no pidfd for child %d (%s): looking for its exit after a back-off", self, pid, exc)
+                info["reactor"].call_later(delay, self._watch_exit, pid, delay)
+            return
+        info["reactor"].add_reader(info["pidfd"], self._reap, pid)
 
     def _reap_on_sigchld(self, reactor: Any) -> None:
         # No pidfds (not Linux): SIGCHLD wakes the loop, which reaps our
@@ -260,16 +290,14 @@ class Fork(_Bounded):
 
 def _wait_any(pids: list[int], timeout: float | None) -> None:
     """Sleep until one of ``pids`` exits or ``timeout`` passes (no busy wait)."""
-    if not hasattr(os, "pidfd_open"):
-        time.sleep(min(0.05, timeout) if timeout is not None else 0.05)
-        return
     fds = []
     try:
         for pid in pids:
             try:
                 fds.append(os.pidfd_open(pid))
-            except OSError:
-                return  # one is already gone
+            except (AttributeError, OSError):  # no pidfds here, or no descriptor left for one
+                time.sleep(min(0.05, timeout) if timeout is not None else 0.05)
+                return
         select.select(fds, [], [], timeout)
     finally:
         for fd in fds:

@@ -10,6 +10,7 @@ a failure between taking a slot and a running child gives the slot back.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -265,4 +266,97 @@ def test_a_child_holds_no_descriptor_of_the_parent_but_its_own_request(name: str
         run_until(r, lambda: holding.lines() == 1 and waiting.lines() == 1)
         run_until(r, lambda: not fork.children and not queued.dispatch.children and not queued.request_table.counts())
     assert subject.errors == [] and queued.errors == []
+
+
+# ------------------------------------- 5. a failure before the child runs gives the slot back
+
+
+def failing(monkeypatch: Any, call: str, times: int) -> list[str]:
+    """Make ``os.<call>`` fail with EMFILE on its next ``times`` calls; returns the failures so far."""
+    real = getattr(os, call)
+    failed: list[str] = []
+
+    def fake(*args: Any) -> Any:
+        if len(failed) < times:
+            failed.append(call)
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real(*args)
+
+    monkeypatch.setattr(os, call, fake)
+    return failed
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("call, kind", [("pipe", "framed"), ("fork", "framed"), ("fork", "classic")])
+def test_a_request_that_cannot_start_fails_cleanly_and_gives_its_slot_back(
+    call: str, kind: str, places: Any, monkeypatch: Any
+) -> None:
+    fork = reactor.Fork(2)
+    server = probe_server(places, "tcp4", kind, fork)
+    with reactor.Reactor() as r, contextlib.ExitStack() as stack:
+        serve_on(stack, r, server)
+        failed = failing(monkeypatch, call, 2)  # as many as there are slots
+        lost = [Peer(stack.enter_context(connect(server))) for _ in range(2)]
+        for i, peer in enumerate(lost):
+            peer.sock.sendall(b"lost %d\n" % i)
+        run_until(r, lambda: len(failed) == 2 and all(peer.poll().eof for peer in lost))
+        assert [bytes(peer.data) for peer in lost] == [b"", b""]  # closed, no reply
+        assert [getattr(e, "errno", e) for e in server.errors] == [errno.EMFILE, errno.EMFILE]  # handle_error saw them
+        assert (fork.running, len(server.request_table)) == (0, 0)
+        peer = Peer(stack.enter_context(connect(server)))
+        peer.sock.sendall(b"after\n")
+        run_until(r, lambda: peer.lines() == 1)
+        assert bytes(peer.data) == b"AFTER\n"
+        run_until(r, lambda: not fork.children)
+    assert server.request_table.totals["failed"] == 2 and fork.running == 0
+
+
+@pytest.mark.timeout(30)
+def test_a_queued_request_that_cannot_start_fails_and_the_next_one_runs(places: Any, monkeypatch: Any, caplog: Any) -> None:
+    # A datagram waits in the strategy's own queue (a framed stream message waits on its connection).
+    fork = reactor.Fork(1, max_queue=2)
+    server = probe_server(places, "udp4", "framed", fork)
+    with reactor.Reactor() as r, contextlib.ExitStack() as stack:
+        serve_on(stack, r, server)
+        stack.callback(touch, server.flag)
+        client = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        client.bind(("127.0.0.1", 0))
+        client.setblocking(False)
+        replies: list[bytes] = []
+
+        def replied(n: int) -> bool:
+            with contextlib.suppress(BlockingIOError):
+                replies.append(client.recv(100))
+            return len(replies) == n
+
+        client.sendto(b"hold\n", server.server_address)
+        run_until(r, lambda: fork.children)
+        client.sendto(b"lost\n", server.server_address)
+        run_until(r, lambda: fork.queued == 1)
+        failed = failing(monkeypatch, "pipe", 1)
+        touch(server.flag)
+        run_until(r, lambda: replied(1) and failed and not fork.children)
+        assert replies == [b"HELD\n"] and (fork.running, fork.queued, len(server.request_table)) == (0, 0, 0)
+        client.sendto(b"after\n", server.server_address)
+        run_until(r, lambda: replied(2))
+        assert replies[1] == b"AFTER\n"
+        run_until(r, lambda: not fork.children)
+    assert "could not start" in caplog.text and server.request_table.totals["failed"] == 1
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["classic", "framed"])
+def test_a_child_whose_pidfd_cannot_be_opened_is_still_reaped(kind: str, places: Any, monkeypatch: Any) -> None:
+    if not hasattr(os, "pidfd_open"):
+        pytest.skip("no pidfds here")
+    fork = reactor.Fork(2)
+    server = probe_server(places, "tcp4", kind, fork)
+    with reactor.Reactor() as r, contextlib.ExitStack() as stack:
+        serve_on(stack, r, server)
+        failed = failing(monkeypatch, "pidfd_open", 1)
+        peer = Peer(stack.enter_context(connect(server)))
+        peer.sock.sendall(b"x\n")
+        run_until(r, lambda: peer.lines() == 1 and not fork.children)  # reaped by the loop, not at close
+        assert bytes(peer.data) == b"X\n" and failed and fork.running == 0
+    assert server.errors == [] and server.request_table.totals["failed"] == 0
 
