@@ -11,6 +11,15 @@ the table, in a ``Kind.CHILD`` record (its peer is the pid).  The rules:
 * A child never returns to the parent's loop: it ends with ``os._exit``,
   whatever its handler did.  A framed handler's output comes back through
   a pipe (first byte 0: the output follows; 1: the handler failed).
+* A child holds nothing of the parent's but its own request: it closes
+  its copies of every listener, connection, pipe and pidfd the library
+  holds, without unregistering anything from the shared epoll set.
+* A request is over when its child exits: what is in the pipe then is
+  the child's whole output, read without waiting for an EOF (a process
+  the handler left running may hold the pipe open).
+* Whatever fails between taking a slot and a running child (no thread
+  rule, ``os.pipe``, ``os.fork``) gives the slot back and fails the
+  request; a child whose pidfd cannot be opened is still reaped.
 * No fork while reactor worker threads are alive (fork after threads can
   deadlock the child: see ``os.fork``).
 """
@@ -35,6 +44,10 @@ from .table import FINAL_STATES, Event, Kind
 __all__ = ["Fork"]
 
 log = logging.getLogger("reactor")
+
+#: Reads of 64 KiB that take what an exited child left in its pipe: enough
+#: for any pipe a child is given, bounded against a writer that goes on.
+DRAIN_READS = 256
 
 
 class Fork(_Bounded):
@@ -200,12 +213,28 @@ class Fork(_Bounded):
                 info["reactor"].remove_reader(pidfd)
             os.close(pidfd)
         if info["pipe"] is not None:
-            self._drain_pipe(info)  # the child is gone: its pipe ends now, even with no loop to read it
+            self._drain_pipe(info)  # the child is gone: its request is over, whoever else holds the pipe
         self._maybe_finish(pid)
 
     def _drain_pipe(self, info: dict[str, Any]) -> None:
-        os.set_blocking(info["pipe"], True)
-        while chunk := os.read(info["pipe"], 65536):
+        """The child has exited: take what it left in its pipe, and close the pipe.
+
+        No waiting for an EOF, which may never come: a process the handler
+        started in the background may hold the pipe's write end.  Nothing
+        is lost: a write to a pipe has put its bytes in the pipe when it
+        returns, and the child wrote everything before it exited.  What it
+        left there is at most the pipe's capacity (64 KiB unless resized);
+        the bound on reads keeps a runaway writer from holding the loop.
+        """
+        fd = info["pipe"]
+        os.set_blocking(fd, False)  # (it is, unless someone changed it)
+        for _ in range(DRAIN_READS):
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
             info["output"] += chunk
         self._close_pipe(info)
 

@@ -10,6 +10,7 @@ a failure between taking a slot and a running child gives the slot back.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -360,3 +361,86 @@ def test_a_child_whose_pidfd_cannot_be_opened_is_still_reaped(kind: str, places:
         assert bytes(peer.data) == b"X\n" and failed and fork.running == 0
     assert server.errors == [] and server.request_table.totals["failed"] == 0
 
+
+# ------------------------------------------- 6. a request ends when its child exits
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture
+def grandchildren() -> Any:
+    """For the test, orphaned grandchildren become our children (``PR_SET_CHILD_SUBREAPER``),
+    so that the test can reap them.  Append a pid file's path; at teardown, the pid in it is
+    killed and reaped."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not sys.platform.startswith("linux") or libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        pytest.skip("no PR_SET_CHILD_SUBREAPER here")
+    pidfiles: list[str] = []
+    try:
+        yield pidfiles
+    finally:
+        for path in pidfiles:
+            with contextlib.suppress(OSError):
+                with open(path) as f:
+                    pid = int(f.read())
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)  # ours since its parent, the forked child, exited
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def running(pid: int) -> bool:
+    """Is ``pid`` alive (not exited, not a zombie)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize(
+    "name, kind", [("tcp4", "framed"), ("unix", "framed"), ("udp4", "framed"), ("tcp4", "classic")]
+)
+def test_a_request_ends_when_its_child_exits_not_when_a_grandchild_does(
+    name: str, kind: str, places: Any, grandchildren: Any
+) -> None:
+    fork = reactor.Fork(2)
+    server = probe_server(places, name, kind, fork)
+    grandchildren.append(server.pidfile)
+    stream = FAMILIES[name][2] == socket.SOCK_STREAM
+    with reactor.Reactor() as r, contextlib.ExitStack() as stack:
+        serve_on(stack, r, server)
+        stack.callback(touch, server.flag)  # the grandchild may go
+        start = time.monotonic()
+        if stream:
+            peer = Peer(stack.enter_context(connect(server)))
+            peer.sock.sendall(b"spawn\n")
+            run_until(r, lambda: peer.lines() == 1)
+            reply = bytes(peer.data)
+        else:
+            client = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            client.settimeout(CLIENT_TIMEOUT)
+            client.sendto(b"spawn\n", server.server_address)
+            client.setblocking(False)
+            got: list[bytes] = []
+
+            def replied() -> bool:
+                with contextlib.suppress(BlockingIOError):
+                    got.append(client.recv(100))
+                return bool(got)
+
+            run_until(r, replied)
+            reply = got[0]
+        grandchild = int(reply)
+        # It runs until the test creates the flag (or for 10 s): a reply that waited for it is late.
+        assert time.monotonic() - start < 8.0 and running(grandchild), "the reply waited for the grandchild to exit"
+        run_until(r, lambda: not fork.children)
+        assert fork.running == 0 and len(server.request_table) == (1 if stream and kind == "framed" else 0)
+        assert running(grandchild)  # the slot came back while the grandchild still runs
+        if stream and kind == "framed":  # the connection goes on
+            peer.sock.sendall(b"next\n")
+            run_until(r, lambda: peer.lines() == 2)
+            assert bytes(peer.data).endswith(b"NEXT\n")
+        elif stream:  # the child shut the connection down before it exited
+            run_until(r, lambda: peer.poll().eof)
+    assert server.errors == [] and server.request_table.totals["failed"] == 0
