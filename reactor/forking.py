@@ -171,6 +171,9 @@ class Fork(_Bounded):
 
         signal.signal(signal.SIGCHLD, on_sigchld)
         self._sigchld = reactor
+        # The first child was forked before the handler was there: if it
+        # has exited already, its SIGCHLD went to nobody.  Look once.
+        reactor.call_soon(self.collect)
 
     def _read_output(self, pid: int) -> None:
         info = self.children.get(pid)

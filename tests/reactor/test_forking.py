@@ -64,6 +64,41 @@ def test_children_are_reaped_through_sigchld_where_there_are_no_pidfds(monkeypat
     assert server.request_table.totals["failed"] == 0
 
 
+@pytest.mark.timeout(20)
+def test_a_first_child_that_exits_before_the_sigchld_handler_is_set_is_still_reaped(monkeypatch):
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    real_fork = os.fork
+
+    def fork_and_let_it_exit() -> int:  # the child is quicker than the parent, every time
+        pid = real_fork()
+        if pid:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: its SIGCHLD is gone
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork_and_let_it_exit)
+    previous = signal.getsignal(signal.SIGCHLD)
+    strategy = reactor.Fork(2)
+    server = reactor.TCPServer(("127.0.0.1", 0), Upper, dispatch=strategy)
+    try:
+        with reactor.Reactor() as r, socket.create_connection(server.server_address, CLIENT_TIMEOUT) as client:
+            r.add_server(server)
+            client.sendall(b"one\n")
+            client.setblocking(False)
+            reply = bytearray()
+
+            def answered() -> bool:
+                with contextlib.suppress(BlockingIOError):
+                    reply.extend(client.recv(100))
+                return reply.endswith(b"\n")
+
+            run_until(r, answered)  # sent once the child is reaped
+            assert bytes(reply) == b"ONE\n" and not strategy.children
+            r.remove_server(server)
+    finally:
+        server.server_close()
+        signal.signal(signal.SIGCHLD, previous)
+
+
 # ============================================================ hardening (issue 10)
 #
 # A child holds nothing but its own request; a request ends when its child
