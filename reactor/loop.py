@@ -448,30 +448,24 @@ class Reactor:
         self._wake_w.close()
 
     def close_in_child(self, keep: Any = ()) -> None:
-        """In a process forked from the loop's: close this copy's descriptors, but those in ``keep``.
+        """In a process forked from the loop's: close this copy's descriptors but those in ``keep``.
 
-        Closes the sockets and bare descriptors registered with the
-        selector (other registered objects are left to their owners), the
-        wakeup pair and the selector's own descriptor, and leaves this copy
-        of the reactor closed.  Nothing is unregistered: an epoll set is
-        shared across ``fork()``, and unregistering here would unregister
-        in the parent too, whereas closing drops only this process's copy.
-        A forked child calls it so that it keeps no connection of the
-        parent's open (a client's EOF would wait for the child to exit).
+        The registered sockets and bare descriptors (other registered
+        objects are left to their owners), the wakeup pair and the
+        selector's own.  Nothing is unregistered: an epoll set is shared
+        across ``fork()``; closing drops only this process's copies.
+        Leaves this copy of the reactor closed.
         """
         if self._closed:
             return
-        registered = [key.fileobj for key in self._selector.get_map().values()]
+        owned = [key.fileobj for key in self._selector.get_map().values()] + [self._wake_r, self._wake_w]
         self._closed = True
-        self._timers.clear()
-        self._ready.clear()
         self._selector.close()
-        for fileobj in (*registered, self._wake_r, self._wake_w):
-            if isinstance(fileobj, socket.socket) and fileobj.fileno() not in keep and fileobj.fileno() != -1:
-                os.close(fileobj.detach())  # a real close, even with makefile()s open, and never a second one
-            elif isinstance(fileobj, int) and fileobj not in keep:
-                try:
-                    os.close(fileobj)
+        for obj in owned:
+            fd = obj if isinstance(obj, int) else obj.fileno() if isinstance(obj, socket.socket) else -1
+            if fd >= 0 and fd not in keep:
+                try:  # detach(): a real close even with makefile()s open, and never a second one
+                    os.close(obj.detach() if isinstance(obj, socket.socket) else fd)
                 except OSError:
                     pass  # closed already
 
