@@ -223,14 +223,27 @@ class _Bounded(Strategy):
         """A request ended: start the next queued one, or make room."""
         with self._lock:
             self.completed += 1
-            if self._queue and not self._closing:
-                job = self._queue.popleft()
-            else:
-                self.running -= 1
-                job = None
-        if job is not None:
+        self._pass_on()
+
+    def _pass_on(self) -> None:
+        """A running slot is free: hand it to the next queued request, or give it back.
+
+        A queued request that cannot start fails (logged, its record
+        ended, its connection closed) and the slot goes on to the next one:
+        a loop, not a recursion, however many fail in a row.
+        """
+        while True:
+            with self._lock:
+                if self._queue and not self._closing:
+                    job = self._queue.popleft()
+                else:
+                    self.running -= 1
+                    job = None
+            if job is None:
+                break
             try:
                 self._start(*job, reuse=True)
+                break
             except Exception:
                 server, request, client_address = job
                 log.exception("%s: a queued request could not start", server.request_table.name)
@@ -239,7 +252,12 @@ class _Bounded(Strategy):
         self._room_freed()
 
     def _start(self, server: Any, request: Any, client_address: Any, reuse: bool = False) -> None:
-        """Run one request (``reuse``: called by the worker that just finished one)."""
+        """Run one request (``reuse``: its slot was handed on by ``_pass_on``).
+
+        If it raises, the request did not start, and the slot it was to
+        use must not stay taken: with ``reuse``, ``_pass_on`` hands it on;
+        without, ``_start`` gives it back itself.
+        """
         raise NotImplementedError
 
     def _drop_queued(self) -> None:

@@ -11,6 +11,15 @@ the table, in a ``Kind.CHILD`` record (its peer is the pid).  The rules:
 * A child never returns to the parent's loop: it ends with ``os._exit``,
   whatever its handler did.  A framed handler's output comes back through
   a pipe (first byte 0: the output follows; 1: the handler failed).
+* A child holds nothing of the parent's but its own request: it closes
+  its copies of every listener, connection, pipe and pidfd the library
+  holds, without unregistering anything from the shared epoll set.
+* A request is over when its child exits: what is in the pipe then is
+  the child's whole output, read without waiting for an EOF (a process
+  the handler left running may hold the pipe open).
+* Whatever fails between taking a slot and a running child (no thread
+  rule, ``os.pipe``, ``os.fork``) gives the slot back and fails the
+  request; a child whose pidfd cannot be opened is still reaped.
 * No fork while reactor worker threads are alive (fork after threads can
   deadlock the child: see ``os.fork``).
 """
@@ -37,6 +46,10 @@ __all__ = ["Fork"]
 
 log = logging.getLogger("reactor")
 
+#: Reads of 64 KiB that take what an exited child left in its pipe: enough
+#: for any pipe a child is given, bounded against a writer that goes on.
+DRAIN_READS = 256
+
 
 class Fork(_Bounded):
     """At most ``max_children`` child processes, one per request.
@@ -62,25 +75,14 @@ class Fork(_Bounded):
         return self.limit
 
     def _start(self, server: Any, request: Any, client_address: Any, reuse: bool = False) -> None:
-        if live_worker_threads():
-            self._done()
-            raise UsageError(
-                f"refusing to fork with {live_worker_threads()} reactor worker thread(s) alive: fork after "
-                "threads can deadlock the child; use one strategy per process"
-            )
-        _start_record(server, request)
-        framed = isinstance(request, MessageRequest)
-        pipe = os.pipe() if framed else None
         try:
-            pid = os.fork()
-        except OSError:
-            if pipe:
-                os.close(pipe[0])
-                os.close(pipe[1])
-            self._done()
+            pid, pipe = self._fork(server, request, client_address)
+        except BaseException:
+            # No child: the slot goes back (or on to the next queued request),
+            # and the caller fails this request (logs it, closes its connection).
+            if not reuse:
+                self._pass_on()
             raise
-        if pid == 0:
-            _child(server, request, client_address, pipe)  # never returns
         info: dict[str, Any] = {
             "server": server, "request": request, "output": bytearray(), "pipe": None, "reactor": server.reactor,
         }  # fmt: skip
@@ -95,6 +97,30 @@ class Fork(_Bounded):
         server._child_started(pid)
         self._watch(server, pid, info)
 
+    def _fork(self, server: Any, request: Any, client_address: Any) -> tuple[int, tuple[int, int] | None]:
+        """Fork the request's child; in the parent, return its pid and output pipe (framed only).
+
+        Raises (having released what it took) if it cannot: worker threads
+        alive, or ``os.pipe()``/``os.fork()`` failing (EMFILE, EAGAIN, ENOMEM).
+        """
+        if live_worker_threads():
+            raise UsageError(
+                f"refusing to fork with {live_worker_threads()} reactor worker thread(s) alive: fork after "
+                "threads can deadlock the child; use one strategy per process"
+            )
+        _start_record(server, request)
+        pipe = os.pipe() if isinstance(request, MessageRequest) else None
+        try:
+            pid = os.fork()
+        except BaseException:
+            if pipe:
+                os.close(pipe[0])
+                os.close(pipe[1])
+            raise
+        if pid == 0:
+            _child(self, server, request, client_address, pipe)  # never returns
+        return pid, pipe
+
     def _watch(self, server: Any, pid: int, info: dict[str, Any]) -> None:
         reactor = info["reactor"]
         if reactor is None:
@@ -102,14 +128,31 @@ class Fork(_Bounded):
         if info["pipe"] is not None:
             reactor.add_reader(info["pipe"], self._read_output, pid)
         if hasattr(os, "pidfd_open"):
-            try:
-                info["pidfd"] = os.pidfd_open(pid)
-            except OSError:
-                info["pidfd"] = None  # already gone: the next collect() reaps it
-            else:
-                reactor.add_reader(info["pidfd"], self._reap, pid)
+            self._watch_exit(pid)
         else:
             self._reap_on_sigchld(reactor)
+
+    def _watch_exit(self, pid: int, delay: float = 0.0) -> None:
+        """Put the child's pidfd in the selector, to be reaped the moment it exits.
+
+        With no descriptor to spare for it (EMFILE), look again after a
+        back-off that doubles from 10 ms to 1 s, reaping the child if it
+        has exited meanwhile: its request must not wait for ``close()``.
+        """
+        info = self.children.get(pid)
+        if info is None or "status" in info:
+            return
+        try:
+            info["pidfd"] = os.pidfd_open(pid)
+        except OSError as exc:
+            self._collect_one(pid, block=False)
+            if pid in self.children:
+                delay = min(1.0, max(0.01, delay * 2))
+                if delay == 0.01:
+                    log.warning("%r: no pidfd for child %d (%s): looking for its exit after a back-off", self, pid, exc)
+                info["reactor"].call_later(delay, self._watch_exit, pid, delay)
+            return
+        info["reactor"].add_reader(info["pidfd"], self._reap, pid)
 
     def _reap_on_sigchld(self, reactor: Any) -> None:
         # No pidfds (not Linux): SIGCHLD wakes the loop, which reaps our
@@ -129,6 +172,9 @@ class Fork(_Bounded):
 
         signal.signal(signal.SIGCHLD, on_sigchld)
         self._sigchld = reactor
+        # The first child was forked before the handler was there: if it
+        # has exited already, its SIGCHLD went to nobody.  Look once.
+        reactor.call_soon(self.collect)
 
     def _read_output(self, pid: int) -> None:
         info = self.children.get(pid)
@@ -171,12 +217,28 @@ class Fork(_Bounded):
                 info["reactor"].remove_reader(pidfd)
             os.close(pidfd)
         if info["pipe"] is not None:
-            self._drain_pipe(info)  # the child is gone: its pipe ends now, even with no loop to read it
+            self._drain_pipe(info)  # the child is gone: its request is over, whoever else holds the pipe
         self._maybe_finish(pid)
 
     def _drain_pipe(self, info: dict[str, Any]) -> None:
-        os.set_blocking(info["pipe"], True)
-        while chunk := os.read(info["pipe"], 65536):
+        """The child has exited: take what it left in its pipe, and close the pipe.
+
+        No waiting for an EOF, which may never come: a process the handler
+        started in the background may hold the pipe's write end.  Nothing
+        is lost: a write to a pipe has put its bytes in the pipe when it
+        returns, and the child wrote everything before it exited.  What it
+        left there is at most the pipe's capacity (64 KiB unless resized);
+        the bound on reads keeps a runaway writer from holding the loop.
+        """
+        fd = info["pipe"]
+        os.set_blocking(fd, False)  # (it is, unless someone changed it)
+        for _ in range(DRAIN_READS):
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
             info["output"] += chunk
         self._close_pipe(info)
 
@@ -263,17 +325,15 @@ class Fork(_Bounded):
 
 def _wait_any(pids: list[int], timeout: float | None) -> None:
     """Sleep until one of ``pids`` exits or ``timeout`` passes (no busy wait)."""
-    if not hasattr(os, "pidfd_open"):
-        time.sleep(min(0.05, timeout) if timeout is not None else 0.05)
-        return
     fds = []
     try:
         poller = select.poll()  # not select(): a pidfd may be numbered past FD_SETSIZE (1024)
         for pid in pids:
             try:
                 fds.append(os.pidfd_open(pid))
-            except OSError:
-                return  # one is already gone
+            except (AttributeError, OSError):  # no pidfds here, or no descriptor left for one
+                time.sleep(min(0.05, timeout) if timeout is not None else 0.05)
+                return
             poller.register(fds[-1], select.POLLIN)
         poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
     finally:
@@ -281,16 +341,15 @@ def _wait_any(pids: list[int], timeout: float | None) -> None:
             os.close(fd)
 
 
-def _child(server: Any, request: Any, client_address: Any, pipe: tuple[int, int] | None) -> None:
+def _child(strategy: Fork, server: Any, request: Any, client_address: Any, pipe: tuple[int, int] | None) -> None:
     """The body of a forked child: handle one request, then ``os._exit``."""
     status = 1
     try:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)  # the parent's handlers stop the parent's loop
         signal.set_wakeup_fd(-1)  # nor may our signals wake the parent's loop (Reactor.run sets it)
-        server._in_child()
+        _close_inherited(strategy, server, request, pipe)
         if pipe is not None:
-            os.close(pipe[0])
             done: list[MessageRequest] = []
             request._on_done = done.append  # the reply goes to the pipe, not to the socket
         try:
@@ -306,6 +365,48 @@ def _child(server: Any, request: Any, client_address: Any, pipe: tuple[int, int]
         else:
             server.shutdown_request(request)
     except BaseException:
-        pass  # never let anything escape into the parent's stack
+        # Never let anything escape into the parent's stack; but say what
+        # went wrong outside the handler (the handler's own errors went to
+        # handle_error above), or the child would vanish without a word.
+        try:
+            log.exception("child %d: the request could not be run", os.getpid())
+        except BaseException:
+            pass
     finally:
         os._exit(status)
+
+
+def _close_inherited(strategy: Fork, server: Any, request: Any, pipe: tuple[int, int] | None) -> None:
+    """In the child: close every descriptor the library holds but the request's own.
+
+    A child holding a copy of another client's connection keeps it open
+    after the parent closes it (the client's EOF waits for the child to
+    exit); one holding a listener keeps its port or path busy.  So the
+    child closes what the parent's reactor, every server on it and this
+    strategy hold: listeners, connections (classic or framed, of any
+    server), accept gates' reserve descriptors, other children's pipes and
+    pidfds, the wakeup pair, the selector.  It keeps the request's own
+    socket and the write end of its pipe, and whatever the program opened
+    itself (a handler's log file, stdio).
+    """
+    keep = set() if pipe is None else {pipe[1]}
+    own = request[1] if isinstance(request, tuple) else request  # a classic datagram: (data, socket)
+    try:
+        keep.add(own.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass
+    reactor = server.reactor
+    servers = list(reactor.servers) if reactor is not None else []
+    if server not in servers:
+        servers.append(server)
+    for each in servers:
+        each._in_child(keep)
+    for info in strategy.children.values():
+        for fd in (info["pipe"], info.get("pidfd")):
+            if fd is not None:
+                os.close(fd)
+    strategy.children.clear()
+    if reactor is not None:
+        reactor.close_in_child(keep)
+    if pipe is not None:
+        os.close(pipe[0])

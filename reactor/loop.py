@@ -478,6 +478,28 @@ class Reactor:
         self._wake_r.close()
         self._wake_w.close()
 
+    def close_in_child(self, keep: Any = ()) -> None:
+        """In a process forked from the loop's: close this copy's descriptors but those in ``keep``.
+
+        The registered sockets and bare descriptors (other registered
+        objects are left to their owners), the wakeup pair and the
+        selector's own.  Nothing is unregistered: an epoll set is shared
+        across ``fork()``; closing drops only this process's copies.
+        Leaves this copy of the reactor closed.
+        """
+        if self._closed:
+            return
+        owned = [key.fileobj for key in self._selector.get_map().values()] + [self._wake_r, self._wake_w]
+        self._closed = True
+        self._selector.close()
+        for obj in owned:
+            fd = obj if isinstance(obj, int) else obj.fileno() if isinstance(obj, socket.socket) else -1
+            if fd >= 0 and fd not in keep:
+                try:  # detach(): a real close even with makefile()s open, and never a second one
+                    os.close(obj.detach() if isinstance(obj, socket.socket) else fd)
+                except OSError:
+                    pass  # closed already
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("this reactor is closed")

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import sys
 import threading
 import traceback
@@ -327,18 +329,28 @@ class BaseServer(Serving):
 
     # ------------------------------------------------------ forked children
 
-    def _in_child(self) -> None:
-        """In a child forked to run one request: leave the parent's loop alone.
+    def _in_child(self, keep: Any = ()) -> None:
+        """In a child forked to run one request: leave the parent's loop, close what is not ours.
 
-        The child never runs the loop; it keeps the socket only if it
-        replies through it (datagram servers).  It must not change the
-        socket's blocking mode: that flag is shared with the parent.
+        Called on every server of the reactor the child was forked from.
+        Closes this process's copy of the server's socket, of the accept
+        gate's reserve descriptor and of every connection in its table
+        (classic or framed), except the descriptors in ``keep``: the
+        child's own request's (a datagram server's socket, when the child
+        replies through it).  Nothing is shut down: that would end the
+        parent's connections too.  The child never runs the loop, and must
+        not change a socket's blocking mode: that flag is shared with the parent.
         """
         self._reactor = None
-        self._admission = None
-        sock = getattr(self, "socket", None)
-        if sock is not None and self._record_kind is not Kind.DATAGRAM:
-            sock.close()
+        admission, self._admission = self._admission, None
+        if admission is not None:
+            admission.close_in_child()  # its reserve descriptor; the selector is the parent's too
+        socks = [record.request for record in self.request_table.snapshot()]
+        socks += [connection.sock for connection in self._connections]
+        socks.append(getattr(self, "socket", None))
+        for sock in socks:
+            if isinstance(sock, socket.socket) and sock.fileno() not in keep and sock.fileno() != -1:
+                os.close(sock.detach())  # a real close, even with makefile()s open, and never a second one
 
     def _child_started(self, pid: int) -> None:
         """A child was forked for a request (``ForkingMixIn`` tracks ``active_children``)."""

@@ -90,10 +90,10 @@ class _SocketFile:
             if claim is not None:
                 claim.release()
 
-    def _in_child(self) -> None:
+    def _in_child(self, keep: Any = ()) -> None:
         # A child forked to run one request has no business with the lock:
         # close its copy (the lock stays with the parent's descriptor).
-        super()._in_child()  # type: ignore[misc]
+        super()._in_child(keep)  # type: ignore[misc]
         if self._claim is not None:
             self._claim.drop_copy()
 
