@@ -13,7 +13,9 @@ system, or one scenario.  Each run also measures the CPU time other
 processes used in its window (bench/noise.py); a run in which they used
 more than --max-noise percent of a core is contended, and is measured
 again at the end of its round, at most --retries times per system and
-scenario.
+scenario.  Then, unless told otherwise, the work per message is counted
+(instructions under callgrind, Python calls under cProfile: bench/counts.py),
+which no noise can move.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from . import build, chart, noise, report
+from . import build, chart, counts, noise, report
 from .run import ROOT, Settings, measure
 from .scenarios import BY_NAME, SCENARIOS, SYSTEMS
 
@@ -57,6 +59,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="a run is contended when other processes used more than PCT %% of one core in its window (15)")
     p.add_argument("--retries", type=int, metavar="N",
                    help=f"re-runs of contended runs per system and scenario (full: {noise.DEFAULT_RETRIES}, quick: 1)")
+    p.add_argument("--counts", action=argparse.BooleanOptionalAction, default=None,
+                   help="count instructions (callgrind) and Python calls (cProfile) per message "
+                        "(default: unless --only or --systems is given)")
     p.add_argument("--report", type=pathlib.Path, metavar="JSON", help="do not measure: render saved results")
     return p.parse_args(argv)
 
@@ -234,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         except build.NoCompiler as exc:
             print(f"python -m bench: {exc}", file=sys.stderr)
             return 3
+        if options.counts or (options.counts is None and not (options.only or options.systems)):
+            print("bench: counting instructions (callgrind) and Python calls (cProfile) per message", file=sys.stderr, flush=True)
+            data["counts"] = counts.count(log=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
     print(report.render(data))
     complete = not (options.quick or options.only or options.systems or options.out or options.report)
     if not options.report:

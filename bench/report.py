@@ -1,4 +1,4 @@
-"""Turn the measurements into tables: per scenario, the targets, the headroom.
+"""Turn the measurements into tables: per scenario, the targets, the headroom, the counts.
 
 Every figure in a table is the median of the runs that succeeded, next to
 the spread of requests/s (min-max over the runs).  Ratios divide medians.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from .counts import REFERENCE
 from .scenarios import ASYNCIO, BARE, BY_NAME, PLAIN, STREAMS, TARGETS, Scenario
 
 CONTENDED_MARK = "!"
@@ -241,5 +242,36 @@ def render(data: dict[str, Any], markdown: bool = False) -> str:
         title = ("HEADROOM: the bare loop against the fastest other system; the load generator's capacity "
                  "(bare req/s / its CPU share) against the fastest system")
         parts.append(("#### Load generator headroom\n\n" if markdown else title + "\n") + table(HEADROOM_HEADER, head))
+    if data.get("counts"):
+        parts.append(counts_section(data["counts"], markdown))
     return "\n\n".join(parts) + "\n"
 
+
+COUNTS_HEADER = ["system (bench.profile)", "instructions/msg", "x asyncio", "calls/msg", "x asyncio", "notes"]
+
+
+def counts_section(counted: dict[str, Any], markdown: bool = False) -> str:
+    """Instructions and Python calls per message (bench/counts.py): what noise cannot move."""
+    rows = []
+    for c in counted["systems"]:
+        name = c["system"].split()[0]
+        ref = next((r for r in counted["systems"] if r["system"].split()[0] == REFERENCE and r["depth"] == c["depth"]), {})
+        if name == "udp":
+            ref = {}  # bench.profile's asyncio comparators are TCP only
+        cells = [f"{c['label']} ({c['system']})"]
+        for field, digits in (("instructions", 0), ("calls", 1)):
+            value, base = c.get(field), ref.get(field)
+            cells += ["" if value is None else f"{value:,.{digits}f}", "" if value is None or not base else f"{value / base:.2f}"]
+        rows.append(cells + ["; ".join(c.get("notes", []))])
+    low, high = counted["rounds"]
+    about = (f"work per message, from bench.profile's in-process driver at {high} rounds less {low} rounds "
+             f"of 50 clients (the difference cancels start-up; the clients' work is included)")  # fmt: skip
+    lines = []
+    if counted.get("skipped"):
+        lines.append(f"instructions per message: skipped, {counted['skipped']} (make bench installs it when it can)")
+    lines.append("instructions: user-space instructions under valgrind --tool=callgrind; calls: Python function calls "
+                 "under cProfile, builtins included.  Neither moves with the machine's load."
+                 + (f"  Counted in {counted['seconds']:.0f} s." if counted.get("seconds") is not None else ""))  # fmt: skip
+    table = markdown_table if markdown else text_table
+    head = f"#### Counted, not timed\n\nThe {about}.\n\n" if markdown else f"COUNTED, NOT TIMED: the {about}\n"
+    return head + table(COUNTS_HEADER, rows) + "\n\n" + "\n".join(lines)
