@@ -8,13 +8,21 @@ event) is bracketed by two snapshots, each read by the harness at once:
   steal.  Steal counts: on a virtual machine it is time another guest ran on
   our virtual CPUs.  guest and guest_nice are left out, being already in user
   and nice (proc(5));
-* the server's session: every process in it (zombies too, whose times stay
-  readable until they are reaped), utime + stime from ``/proc/PID/stat``,
-  and cutime + cstime, the children each has reaped;
-* the load generator: utime + stime from ``/proc/PID/stat`` (it is our
-  child and unreaped, so still readable when it has just exited);
-* the harness itself: ``getrusage(RUSAGE_SELF)`` (it reads the server's
+* the server's session: for every process in it (zombies too, whose
+  times stay readable until they are reaped), its own CPU time, all its
+  threads', dead ones included, and the time of the children it has reaped
+  (cutime + cstime from ``/proc/PID/stat``);
+* the load generator's own CPU time (it is our child and not yet reaped);
+* the harness's own: ``getrusage(RUSAGE_SELF)`` (it reads the server's
   memory halfway through the window).
+
+A process's own time is read from its CPU-time clock
+(``clock_gettime`` of ``clock_getcpuclockid(pid)``, in nanoseconds), not
+from utime + stime in ``/proc/PID/stat``: those are whole ticks, and a
+forking server's 50 children, each using a few milliseconds a window,
+would all read 0 ticks before and after it.  ``/proc/PID/stat`` remains the
+source for the session and for cutime + cstime (one process's reaped
+children, whole ticks) and the fallback where the clock cannot be read.
 
 Then, in CPU-seconds over the window::
 
@@ -22,15 +30,15 @@ Then, in CPU-seconds over the window::
 
 and as a share of one core, ``others / window * 100``.  A run is contended
 when that share is above a threshold (``python -m bench --max-noise``,
-15 % by default).  The figures are as fine as the kernel's: whole ticks
-(10 ms) in every reading, and the busy time is sampled at each scheduler
-tick, so in a 0.3 s window a few percent of a core either way are rounding.
+15 % by default).  The busy time is as fine as the kernel's: whole ticks
+(10 ms) in each reading, sampled at each scheduler tick, so in a 0.3 s
+window a few percent of a core either way are rounding.
 
-The server tree: a process alive at both snapshots counts its utime + stime
-and cutime + cstime difference; one born in the window counts its whole
-time; one that ended in the window and was reaped by its parent (a forking
-server's child) is in the parent's cutime, from which the part it had used
-before the window is taken off.
+The server tree: a process alive at both snapshots counts the difference
+of its own and of its reaped children's time; one born in the window counts
+its whole time; one that ended in the window and was reaped by its parent
+(a forking server's child) is in the parent's cutime + cstime, from which
+the part it had used before the window is taken off.
 
 The re-run policy is here too (``Reruns``): a contended run is measured
 again, at the end of its round, and the less noisy of the two is kept; a
@@ -66,6 +74,15 @@ def busy_ticks(proc_stat: str) -> tuple[int, int]:
     raise ValueError("no 'cpu ' line in /proc/stat")
 
 
+def cpu_clock(pid: int) -> float:
+    """CPU-seconds process `pid` has used, all its threads, to the nanosecond.
+
+    The clock id is what glibc's clock_getcpuclockid() computes (the kernel's
+    MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)); Linux lets any process read
+    another's.  Raises OSError once the process has been reaped."""
+    return time.clock_gettime_ns((~pid << 3) | 2) / 1e9
+
+
 def process_ticks(stat: str) -> tuple[int, int]:
     """(utime + stime, cutime + cstime) ticks from the text of /proc/PID/stat.
 
@@ -81,8 +98,22 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def session_ticks(sid: int) -> dict[int, tuple[int, int]]:
-    """pid -> (own, reaped children) ticks of every process of session `sid`, zombies included."""
+def session_times(sid: int, passes: int = 10) -> dict[int, tuple[float, float]]:
+    """pid -> (own, reaped children) CPU-seconds of every process of session `sid`, zombies included.
+
+    Read until two passes over /proc agree on which processes there are and
+    what each has reaped (at most `passes`): a child reaped after its
+    parent was read but before it was would otherwise be counted nowhere."""
+    last = _session_pass(sid)
+    for _ in range(passes):
+        now = _session_pass(sid)
+        if now.keys() == last.keys() and all(now[pid][1] == last[pid][1] for pid in now):
+            break
+        last = now
+    return now
+
+
+def _session_pass(sid: int) -> dict[int, tuple[float, float]]:
     out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -92,8 +123,16 @@ def session_ticks(sid: int) -> dict[int, tuple[int, int]]:
         except OSError:
             continue  # gone meanwhile
         if int(stat.rpartition(")")[2].split()[3]) == sid:
-            out[int(entry)] = process_ticks(stat)
+            out[int(entry)] = _times(int(entry), stat)
     return out
+
+
+def _times(pid: int, stat: str) -> tuple[float, float]:
+    own, reaped = process_ticks(stat)
+    try:
+        return cpu_clock(pid), reaped / HZ
+    except OSError:
+        return own / HZ, reaped / HZ  # reaped meanwhile: the ticks, then
 
 
 @dataclass(frozen=True)
@@ -101,23 +140,23 @@ class Snapshot:
     at: float  # time.monotonic()
     busy: int  # ticks, all CPUs
     steal: int  # ticks, all CPUs
-    server: dict[int, tuple[int, int]] = field(default_factory=dict)  # pid -> (own, reaped children) ticks
-    loadgen: int = 0  # ticks
+    server: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid -> (own, reaped children) seconds
+    loadgen: float = 0.0  # seconds
     harness: float = 0.0  # seconds
 
 
 def snapshot(sid: int, loadgen_pid: int) -> Snapshot:
     """Read everything at once (about a millisecond).  Raises OSError if /proc cannot be read."""
     busy, steal = busy_ticks(_read("/proc/stat"))
-    server = session_ticks(sid)
-    loadgen = process_ticks(_read(f"/proc/{loadgen_pid}/stat"))[0]
+    server = session_times(sid)
+    loadgen = _times(loadgen_pid, _read(f"/proc/{loadgen_pid}/stat"))[0]
     me = resource.getrusage(resource.RUSAGE_SELF)
     return Snapshot(time.monotonic(), busy, steal, server, loadgen, me.ru_utime + me.ru_stime)
 
 
-def tree_ticks(start: dict[int, tuple[int, int]], end: dict[int, tuple[int, int]]) -> int:
-    """Ticks a process tree used between two readings of `session_ticks` (see the module's docstring)."""
-    total = 0
+def tree_time(start: dict[int, tuple[float, float]], end: dict[int, tuple[float, float]]) -> float:
+    """CPU-seconds a process tree used between two readings of `session_times` (see the module's docstring)."""
+    total = 0.0
     for pid, (own, reaped) in end.items():
         own0, reaped0 = start.get(pid, (0, 0))
         total += own - own0 + reaped - reaped0
@@ -131,8 +170,8 @@ def others(start: Snapshot, end: Snapshot) -> dict[str, float]:
     """The CPU-seconds of the window, by whom; `others_pct` is others as a share of one core."""
     window = end.at - start.at
     busy = (end.busy - start.busy) / HZ
-    server = tree_ticks(start.server, end.server) / HZ
-    loadgen = (end.loadgen - start.loadgen) / HZ
+    server = tree_time(start.server, end.server)
+    loadgen = end.loadgen - start.loadgen
     harness = end.harness - start.harness
     rest = max(0.0, busy - server - loadgen - harness)
     return {

@@ -255,6 +255,7 @@ def drive(scenario: Scenario, settings: Settings, sid: int, target: str, tmp: st
                "--connect-timeout", str(settings.connect_timeout), "--client-dir", tmp]  # fmt: skip
     if settings.client_cpu is not None:
         command += ["--cpu", str(settings.client_cpu)]
+    command.append("--linger")  # it waits for a line after its result: the CPU times are read before any teardown
     if scenario.idle:
         command += ["--idle", str(scenario.idle), "--hold"]
     if scenario.slow:
@@ -292,6 +293,11 @@ def drive(scenario: Scenario, settings: Settings, sid: int, target: str, tmp: st
                 out.update(rss_kb=loaded["kb"], mem=loaded["metric"], threads=loaded["threads"], procs=loaded["procs"])
             elif event["event"] == "result":
                 window_end = _snapshot(sid, client.pid)
+                try:
+                    client.stdin.write(b"done\n")  # let it close its connections and exit (--linger)
+                    client.stdin.flush()
+                except BrokenPipeError:
+                    pass  # it is gone already: its exit status says how
                 break
         status = client.wait(5)
         if status != 0:
