@@ -17,9 +17,8 @@ Both compare systems driven the same way; neither is the server's cost
 alone.  Under callgrind a process runs about 50 times slower: the ten
 callgrind runs take about 50 s of CPU in all (4-12 s each on an idle
 machine), spread over the machine's CPUs, and all of them together have a
-deadline (BUDGET).  Where valgrind is not
-installed the instructions are skipped, saying so; the calls are counted
-anyway.
+deadline (BUDGET).  Where valgrind is not installed the instructions are
+skipped, saying so; the calls are counted anyway.
 """
 
 from __future__ import annotations
@@ -131,37 +130,38 @@ def valgrind_version() -> str | None:
     return done.stdout.strip() or None
 
 
-def count(budget: float = BUDGET, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Instructions (if valgrind is installed) and calls per message of every system in SYSTEMS.
+def count(budget: float = BUDGET, log: Callable[[str], None] = lambda _: None,
+          systems: list[Counted] = SYSTEMS, rounds: tuple[int, int] = ROUNDS, valgrind: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Instructions (if valgrind is installed and `valgrind`) and calls per message of every system in `systems`.
 
     Returns {"rounds", "valgrind", "skipped", "seconds", "systems": [{"system", "label",
     "depth", "instructions", "calls", "callgrind_s", "notes"}]}; a figure that could
     not be had is None, with a note saying why.  Never raises for a failed run."""
     began = time.monotonic()
     deadline = began + budget
-    valgrind = valgrind_version()
-    tools = ["cprofile"] + (["callgrind"] if valgrind else [])
-    jobs = [(s, r, t) for t in tools for s in SYSTEMS for r in ROUNDS]
+    version = valgrind_version() if valgrind else None
+    tools = ["cprofile"] + (["callgrind"] if version else [])
+    jobs = [(s, r, t) for t in tools for s in systems for r in rounds]
     # Counts do not depend on what else runs, so the runs may share the CPUs.
     with ThreadPoolExecutor(max_workers=max(1, min(4, len(os.sched_getaffinity(0))))) as pool:
         done = dict(zip(jobs, pool.map(lambda job: _one(*job, deadline), jobs)))
-    out: dict[str, Any] = {"rounds": list(ROUNDS), "valgrind": valgrind, "systems": [],
-                           "skipped": None if valgrind else "valgrind is not installed"}  # fmt: skip
-    for system in SYSTEMS:
+    out: dict[str, Any] = {"rounds": list(rounds), "valgrind": version, "systems": [],
+                           "skipped": None if version else "valgrind is not installed" if valgrind else "not asked for"}  # fmt: skip
+    for system in systems:
         row: dict[str, Any] = {"system": system.key, "label": system.label, "depth": system.depth, "notes": []}
         for tool, field in (("callgrind", "instructions"), ("cprofile", "calls")):
             if tool not in tools:
                 row[field] = None
                 continue
-            (low, t_low, why_low), (high, t_high, why_high) = (done[(system, r, tool)] for r in ROUNDS)
+            (low, t_low, why_low), (high, t_high, why_high) = (done[(system, r, tool)] for r in rounds)
             if low is None or high is None:
                 row[field] = None
                 row["notes"].append(f"{tool}: {why_low or why_high}")
             else:
-                row[field] = round(per_message(low, high, system.depth), 1)
+                row[field] = round(per_message(low, high, system.depth, rounds), 1)
             if tool == "callgrind":
                 row["callgrind_s"] = [t_low, t_high]
         out["systems"].append(row)
     out["seconds"] = round(time.monotonic() - began, 1)
-    log(f"counted in {out['seconds']:.0f} s" + ("" if valgrind else " (valgrind is not installed: calls only)"))
+    log(f"counted in {out['seconds']:.0f} s" + (f" ({out['skipped']}: calls only)" if out["skipped"] else ""))
     return out
