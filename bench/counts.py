@@ -15,8 +15,7 @@ under cProfile, and the difference cancels start-up and tear-down::
 
 Both compare systems driven the same way; neither is the server's cost
 alone.  Under callgrind a process runs about 50 times slower: the ten
-callgrind runs take about 50 s of CPU in all (4-12 s each on an idle
-machine), spread over the machine's CPUs, and all of them together have a
+callgrind runs take about 60 s of CPU in all (4-12 s each), spread over the machine's CPUs, and all of them together have a
 deadline (BUDGET).  Where valgrind is not installed the instructions are
 skipped, saying so; the calls are counted anyway.
 """
@@ -46,6 +45,7 @@ class Counted:
     name: str  # bench.profile's system
     label: str
     depth: int = 1
+    versus: str = ""  # the key of the row its "x asyncio" column divides by
 
     @property
     def args(self) -> list[str]:
@@ -56,15 +56,17 @@ class Counted:
         return " ".join(self.args)
 
 
+# The comparators are the targets' (bench/scenarios.py): asyncio's Protocol
+# for ping-pong, asyncio streams' readline() loop for pipelined lines (a
+# Protocol that echoes whatever one read returned does no framing at all).
+# bench.profile has no asyncio datagram server: the UDP row has none.
 SYSTEMS = [
-    Counted("line", "reactor LineEcho, TCP, ping-pong"),
-    Counted("line", "reactor LineEcho, TCP, 16 pipelined", depth=16),
+    Counted("line", "reactor LineEcho, TCP, ping-pong", versus="asyncio-proto"),
+    Counted("line", "reactor LineEcho, TCP, 16 pipelined", depth=16, versus="asyncio-streams --depth 16"),
     Counted("udp", "reactor DatagramEcho, UDP"),
-    Counted("asyncio-proto", "asyncio Protocol echo, TCP, ping-pong"),
-    Counted("asyncio-proto", "asyncio Protocol echo, TCP, 16 pipelined", depth=16),
+    Counted("asyncio-proto", "asyncio Protocol echo, TCP, ping-pong", versus="asyncio-proto"),
+    Counted("asyncio-streams", "asyncio streams readline echo, TCP, 16 pipelined", depth=16, versus="asyncio-streams --depth 16"),
 ]
-#: The comparator of the "x asyncio" column, at the same depth (TCP rows only: bench.profile has no asyncio UDP).
-REFERENCE = "asyncio-proto"
 
 
 def collected(stderr: str) -> int:
@@ -135,7 +137,7 @@ def count(budget: float = BUDGET, log: Callable[[str], None] = lambda _: None,
     """Instructions (if valgrind is installed and `valgrind`) and calls per message of every system in `systems`.
 
     Returns {"rounds", "valgrind", "skipped", "seconds", "systems": [{"system", "label",
-    "depth", "instructions", "calls", "callgrind_s", "notes"}]}; a figure that could
+    "depth", "versus", "instructions", "calls", "callgrind_s", "notes"}]}; a figure that could
     not be had is None, with a note saying why.  Never raises for a failed run."""
     began = time.monotonic()
     deadline = began + budget
@@ -148,7 +150,8 @@ def count(budget: float = BUDGET, log: Callable[[str], None] = lambda _: None,
     out: dict[str, Any] = {"rounds": list(rounds), "valgrind": version, "systems": [],
                            "skipped": None if version else "valgrind is not installed" if valgrind else "not asked for"}  # fmt: skip
     for system in systems:
-        row: dict[str, Any] = {"system": system.key, "label": system.label, "depth": system.depth, "notes": []}
+        row: dict[str, Any] = {"system": system.key, "label": system.label, "depth": system.depth, "versus": system.versus,
+                               "notes": []}  # fmt: skip
         for tool, field in (("callgrind", "instructions"), ("cprofile", "calls")):
             if tool not in tools:
                 row[field] = None

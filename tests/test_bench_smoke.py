@@ -275,8 +275,8 @@ def test_counts_parse_callgrind_and_cprofile_and_divide_by_the_messages():
 
 @pytest.mark.timeout(60)
 def test_calls_per_message_are_counted_and_reported_without_valgrind():
-    line = counts.Counted("line", "LineEcho")
-    done = counts.count(systems=[line, counts.Counted("asyncio-proto", "Protocol")], rounds=(2, 4), valgrind=False)
+    systems = [counts.Counted("line", "LineEcho", versus="asyncio-proto"), counts.Counted("asyncio-proto", "Protocol")]
+    done = counts.count(systems=systems, rounds=(2, 4), valgrind=False)
     assert done["skipped"] and [row["instructions"] for row in done["systems"]] == [None, None]
     assert all(row["calls"] > 1 for row in done["systems"]), done
     text = report.counts_section(done)
