@@ -22,9 +22,10 @@ demo: $(STAMP)
 venv: $(STAMP)
 
 # Benchmarks (docs/benchmarks.md): every system in every scenario, pinned,
-# medians of 5 runs, contended runs re-run; under 20 minutes.  bench-quick:
-# one short run each, about two minutes.  Both end with instructions and
-# Python calls per message (callgrind, cProfile).  Not part of `make test`.
+# medians of 5 runs, contended runs re-run; about 13 minutes (up to about 22
+# on a busy machine).  bench-quick: one short run each, one to four minutes.
+# Both end with instructions and Python calls per message (callgrind,
+# cProfile).  Not part of `make test`.
 bench: $(STAMP) bench-tools
 	$(PY) -m bench
 

@@ -146,7 +146,7 @@ class Snapshot:
 
 
 def snapshot(sid: int, loadgen_pid: int) -> Snapshot:
-    """Read everything at once (about a millisecond).  Raises OSError if /proc cannot be read."""
+    """Read everything at once (a few milliseconds).  Raises OSError if /proc cannot be read."""
     busy, steal = busy_ticks(_read("/proc/stat"))
     server = session_times(sid)
     loadgen = _times(loadgen_pid, _read(f"/proc/{loadgen_pid}/stat"))[0]
