@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo venv tools clean bench bench-quick
+.PHONY: test demo venv tools bench-tools clean bench bench-quick
 
 # Subprocesses (the CLI, the demo, the examples) are measured too: the .pth
 # file installed below starts coverage in every Python process that finds
@@ -22,13 +22,31 @@ demo: $(STAMP)
 venv: $(STAMP)
 
 # Benchmarks (docs/benchmarks.md): every system in every scenario, pinned,
-# medians of 5 runs; under 15 minutes.  bench-quick: one short run each,
-# about a minute.  Not part of `make test`.
-bench: $(STAMP)
+# medians of 5 runs, contended runs re-run; about 13 minutes (up to about 22
+# on a busy machine).  bench-quick: one short run each, one to four minutes.
+# Both end with instructions and Python calls per message (callgrind,
+# cProfile).  Not part of `make test`.
+bench: $(STAMP) bench-tools
 	$(PY) -m bench
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) bench-tools
 	$(PY) -m bench --quick
+
+# valgrind, for the benchmarks' instruction counts, installed from Debian's
+# packages when missing (as `tools` does for the tests).  If that is
+# impossible the bench says so in one line and counts Python calls only.
+bench-tools:
+	@if command -v valgrind >/dev/null; then \
+		exit 0; \
+	fi; \
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	if command -v apt-get >/dev/null; then \
+		( $$SUDO apt-get install -y -q valgrind >/dev/null 2>&1 \
+		  || { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q valgrind >/dev/null 2>&1; } ) \
+		|| echo "make bench-tools: could not install valgrind; the bench will skip its instruction counts"; \
+	else \
+		echo "make bench-tools: no apt-get here; the bench will skip its instruction counts"; \
+	fi
 
 # Independent clients the tests talk to (socat for every family, redis-cli
 # and redis-benchmark for the RESP example), installed from Debian's packages

@@ -4,6 +4,10 @@
 * ``bench/servers.py``: every system under test, one echo server per process;
 * ``bench/scenarios.py``: the scenarios and which systems can serve them;
 * ``bench/run.py``: starts, pins, measures and stops each server, repeatedly;
+* ``bench/noise.py``: what other processes used in each run's window, and the
+  re-run policy for contended runs;
+* ``bench/counts.py`` (with ``bench/profile.py``): instructions and Python
+  calls per message, counted under callgrind and cProfile;
 * ``bench/report.py`` and ``bench/chart.py``: the tables, the targets, the
   Markdown in ``docs/benchmarks.md`` and the chart ``docs/images/bench.svg``.
 

@@ -9,7 +9,13 @@
 Runs are interleaved (run 1 of every system in every scenario, then run 2
 of every system in every scenario...) so that a burst of load from
 elsewhere on the machine spreads over all of them instead of spoiling one
-system, or one scenario.
+system, or one scenario.  Each run also measures the CPU time other
+processes used in its window (bench/noise.py); a run in which they used
+more than --max-noise percent of a core is contended, and is measured
+again at the end of its round, at most --retries times per system and
+scenario.  Then, unless told otherwise, the work per message is counted
+(instructions under callgrind, Python calls under cProfile: bench/counts.py),
+which no noise can move.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from . import build, chart, report
+from . import build, chart, counts, noise, report
 from .run import ROOT, Settings, measure
 from .scenarios import BY_NAME, SCENARIOS, SYSTEMS
 
@@ -49,6 +55,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=pathlib.Path, help="write results.json, report.md and bench.svg here (and not to docs/)")
     p.add_argument("--docs", action=argparse.BooleanOptionalAction, default=None,
                    help="update docs/benchmarks.md and docs/images/bench.svg (default: only after a complete full run)")
+    p.add_argument("--max-noise", type=float, default=noise.DEFAULT_MAX_NOISE, metavar="PCT",
+                   help="a run is contended when other processes used more than PCT %% of one core in its window (15)")
+    p.add_argument("--retries", type=int, metavar="N",
+                   help=f"re-runs of contended runs per system and scenario (full: {noise.DEFAULT_RETRIES}, quick: 1)")
+    p.add_argument("--counts", action=argparse.BooleanOptionalAction, default=None,
+                   help="count instructions (callgrind) and Python calls (cProfile) per message "
+                        "(default: unless --only or --systems is given)")
     p.add_argument("--report", type=pathlib.Path, metavar="JSON", help="do not measure: render saved results")
     return p.parse_args(argv)
 
@@ -84,9 +97,8 @@ def measure_all(options: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         seconds=options.seconds or (0.3 if quick else 1.2), warmup=options.warmup if options.warmup is not None else (0.1 if quick else 0.3),
         settle=0.3 if quick else 1.0,
         pool=options.pool, host=options.host, server_cpu=0 if pinned else None, client_cpu=1 if pinned else None,
+        max_noise=options.max_noise, retries=options.retries if options.retries is not None else (1 if quick else noise.DEFAULT_RETRIES),
     )  # fmt: skip
-    if pinned:
-        os.sched_setaffinity(0, {1})  # the harness mostly sleeps; keep it off the server's CPU anyway
     data: dict[str, Any] = {
         "meta": {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
                  "command": " ".join(["python -m bench", *argv]), "pinned": pinned,
@@ -96,7 +108,8 @@ def measure_all(options: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     todo = [(BY_NAME[n], [s for s in BY_NAME[n].systems if s in systems]) for n in scenarios]
     count = sum(1 for scenario, chosen in todo for s in chosen if not scenario.not_applicable(s, settings.pool)) * settings.runs
     print(f"bench: {len(scenarios)} scenarios, {count} measurements ({settings.runs} run(s) of {settings.warmup:g} s warm-up "
-          f"+ {settings.seconds:g} s each); server on CPU {settings.server_cpu}, load generator on CPU {settings.client_cpu}",
+          f"+ {settings.seconds:g} s each); server on CPU {settings.server_cpu}, load generator on CPU {settings.client_cpu}; "
+          f"a contended run (others over {settings.max_noise:g} % of a core) is re-run, {settings.retries} re-run(s) at most per cell",
           file=sys.stderr, flush=True)  # fmt: skip
     started = time.monotonic()
     plan = []
@@ -113,44 +126,98 @@ def measure_all(options: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     # A scenario's runs are then spread over the whole bench, so ratios
     # between scenarios (a server with idle connections over the same server
     # without) compare figures taken under the same conditions.
-    for run in range(settings.runs):
-        for scenario, runnable in plan:
-            sys.stderr.write(f"{scenario.name:<15} run {run + 1}/{settings.runs}:")
-            for system in runnable:
-                result = measure(scenario, system, settings)
-                result["run"] = run + 1
-                data["runs"].append(result)
-                shown = "FAILED" if "error" in result else report._k(result["rps"])
-                sys.stderr.write(f" {system} {shown}")
-                sys.stderr.flush()
-            sys.stderr.write("\n")
+    # A contended run is measured again at the end of its round, not at once:
+    # a burst of load elsewhere tends to outlast one run.
+    reruns = noise.Reruns(settings.max_noise, settings.retries)
+
+    def again(old: dict[str, Any]) -> dict[str, Any]:
+        result = measure(BY_NAME[old["scenario"]], old["system"], settings)
+        result["run"] = old["run"]
+        return result
+
+    def log(line: str) -> None:
+        print(f"  {line}", file=sys.stderr, flush=True)
+
+    if pinned:
+        os.sched_setaffinity(0, {1})  # the harness mostly sleeps; keep it off the server's CPU anyway
+    try:
+        for run in range(settings.runs):
+            measured = []
+            for scenario, runnable in plan:
+                sys.stderr.write(f"{scenario.name:<15} run {run + 1}/{settings.runs}:")
+                for system in runnable:
+                    result = measure(scenario, system, settings)
+                    result["run"] = run + 1
+                    measured.append(result)
+                    sys.stderr.write(f" {system} {shown(result)}")
+                    sys.stderr.flush()
+                sys.stderr.write("\n")
+            reruns.settle(measured, again, log)
+            data["runs"] += measured
+    finally:
+        os.sched_setaffinity(0, cpus)
+    data["discarded"] = reruns.discarded
+    data["cells"] = report.cells(data["runs"])
     data["meta"]["elapsed_s"] = round(time.monotonic() - started, 1)
     print(f"bench: measured in {data['meta']['elapsed_s']:.0f} s", file=sys.stderr, flush=True)
     return data
 
 
+def shown(result: dict[str, Any]) -> str:
+    """A run in a few characters for the progress lines: "13.1k (others 4%)"."""
+    if "error" in result:
+        return "FAILED"
+    pct = noise.noise_of(result)
+    return report._k(result["rps"]) + ("" if pct is None else f" (others {pct:.0f}%)")
+
+
 def dump(data: dict[str, Any]) -> str:
     """The results as JSON, one run per line: small enough to commit, easy to diff."""
-    head = json.dumps({k: v for k, v in data.items() if k != "runs"}, indent=1)[:-2]
-    runs = ",\n  ".join(json.dumps(run, sort_keys=True) for run in data["runs"])
-    return f'{head},\n "runs": [\n  {runs}\n ]\n}}\n'
+    lists = ("cells", "runs", "discarded")
+    head = json.dumps({k: v for k, v in data.items() if k not in lists}, indent=1)[:-2]
+    body = "".join(f',\n "{k}": [' + ("\n  " + ",\n  ".join(json.dumps(x, sort_keys=True) for x in data[k]) + "\n " if data[k] else "")
+                   + "]" for k in lists if k in data)  # fmt: skip
+    return f"{head}{body}\n}}\n"
 
 
 def markdown_block(data: dict[str, Any], image: str) -> str:
     meta = data["meta"]
     m, s = meta["machine"], meta["settings"]
     pinning = "server pinned to CPU 0, load generator to CPU 1" if meta.get("pinned") else "no pinning (fewer than two CPUs)"
+    noise = ""
+    measured = [r["noise"]["others_pct"] for r in data["runs"] if r.get("noise")]
+    if measured and "max_noise" in s:
+        kept = sum(1 for r in data["runs"] if r.get("contended"))
+        noise = (f" Other processes used at most {max(measured):.0f} % of a core in any run's window "
+                 f"(contended above {s['max_noise']:g} %: {sum(r.get('reruns', 0) for r in data['runs'])} runs were re-run"
+                 + (f", {kept} contended runs kept, marked {report.CONTENDED_MARK}" if kept else "") + ").")  # fmt: skip
     return (
         f"{START}\n"
         f"Measured {meta['date']} with `{meta['command'].strip()}` in {meta.get('elapsed_s', 0):.0f} s: "
         f"{s['runs']} run(s) of {s['warmup']:g} s warm-up + {s['seconds']:g} s per system and scenario; "
-        f"{m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}; {pinning}.\n\n"
+        f"{m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}; {pinning}.{noise}\n\n"
         f"![requests per second per scenario and system]({image})\n\n"
         + report.render(data, markdown=True) + f"{END}"
     )
 
 
+def unpublishable(data: dict[str, Any]) -> str | None:
+    """Why these results must not go into docs/benchmarks.md (published figures are uncontended only), or None."""
+    good = [r for r in data["runs"] if "error" not in r]
+    unknown = sum(1 for r in good if not r.get("noise"))
+    if unknown:
+        return f"{unknown} runs have no noise figure (results from before the noise check, or /proc unreadable)"
+    kept = sum(1 for r in good if r.get("contended"))
+    if kept:
+        return f"{kept} contended runs had to be kept (others above {data['meta']['settings']['max_noise']:g} % of a core)"
+    return None
+
+
 def write_docs(data: dict[str, Any]) -> None:
+    why = unpublishable(data)
+    if why:
+        print(f"bench: not updating {DOC.relative_to(ROOT)}: {why}; published figures are uncontended only", file=sys.stderr)
+        return
     text = DOC.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"python -m bench: {DOC} has no {START} ... {END} markers to write between")
@@ -172,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         except build.NoCompiler as exc:
             print(f"python -m bench: {exc}", file=sys.stderr)
             return 3
+        if options.counts or (options.counts is None and not (options.only or options.systems)):
+            print("bench: counting instructions (callgrind) and Python calls (cProfile) per message", file=sys.stderr, flush=True)
+            data["counts"] = counts.count(log=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
     print(report.render(data))
     complete = not (options.quick or options.only or options.systems or options.out or options.report)
     if not options.report:

@@ -17,7 +17,9 @@
  *   datagram in flight each, resent with a new number after a timeout.
  *
  * Then: warm up, print {"event":"measure"}, measure, print one JSON result
- * line.  Every wait has a deadline.  Latency runs from a message's send()
+ * line; with --linger, wait for a line on stdin before closing anything, so
+ * that the harness reads the CPU times at the window's end before the
+ * servers start tearing connections down.  Every wait has a deadline.  Latency runs from a message's send()
  * to its last echoed byte, into a log-linear histogram (exact below
  * 1024 us, within 0.2 % above).  Build: cc -O2 -o loadgen loadgen.c
  */
@@ -54,7 +56,7 @@ struct conn {
 };
 
 static struct {
-    int mode_dgram, family, conns, depth, size, idle, slow, hold, cpu, batch;
+    int mode_dgram, family, conns, depth, size, idle, slow, hold, linger, cpu, batch;
     double warmup, settle, duration, connect_timeout;
     int slow_interval_ms, dgram_timeout_ms;
     const char *addr_text, *client_dir;
@@ -368,7 +370,7 @@ static double cpu_seconds(void) {
 
 static void usage(void) {
     fail("usage", "loadgen ADDRESS [-c CONNS] [-d DEPTH] [-s SIZE] [-w WARMUP] [--settle S] [-t SECONDS]\n"
-                  "  [--idle K] [--slow S] [--slow-interval-ms MS] [--hold] [--cpu N] [--client-dir DIR]\n"
+                  "  [--idle K] [--slow S] [--slow-interval-ms MS] [--hold] [--linger] [--cpu N] [--client-dir DIR]\n"
                   "  [--dgram-timeout-ms MS] [--connect-timeout S] [--connect-batch N]\n"
                   "ADDRESS: tcp:127.0.0.1:PORT, tcp:[::1]:PORT, unix:PATH, udp:HOST:PORT, unixdgram:PATH");
 }
@@ -393,6 +395,7 @@ int main(int argc, char **argv) {
         else if (ARG("--connect-timeout")) opt.connect_timeout = atof(v);
         else if (ARG("--connect-batch")) opt.batch = atoi(v);
         else if (!strcmp(a, "--hold")) opt.hold = 1;
+        else if (!strcmp(a, "--linger")) opt.linger = 1;
         else if (a[0] != '-' && !opt.addr_text) opt.addr_text = a;
         else usage();
     }
@@ -487,6 +490,11 @@ int main(int argc, char **argv) {
            requests, seconds, (double)requests / seconds, percentile(0.50), percentile(0.99), errors, lost, stale, opt.conns,
            active_open, served, connect_failed, opt.idle, idle_open, idle_closed, opt.slow, slow_open, slow_closed, cpu / seconds);
     fflush(stdout);
+    if (opt.linger) {
+        struct pollfd in = {.fd = 0, .events = POLLIN};
+        char line[64];
+        if (poll(&in, 1, 10000) <= 0 || !fgets(line, sizeof line, stdin)) fail("--linger", "no line on stdin within 10 s");
+    }
     for (int i = opt.idle + opt.slow; opt.mode_dgram && opt.family == AF_UNIX && i < nall; i++) {
         char path[108];
         snprintf(path, sizeof path, "%s/c%d", opt.client_dir, i);

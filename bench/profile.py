@@ -21,8 +21,11 @@ Instruction counts do not move with the machine's load, unlike seconds;
 the difference of two runs cancels start-up.  ``--depth 16`` pipelines 16
 lines per client per round.  ``asyncio-proto`` and ``asyncio-streams`` run
 the same rounds against asyncio's Protocol and streams echo servers, for
-comparison.  ``--cprofile`` prints the functions by total time instead.  It prints CPU microseconds per request
-(client work included) either way.
+comparison.  ``--cprofile`` prints the functions by total time, and the
+total of calls profiled ("SYSTEM: N calls", builtins included; start-up
+cancels in the difference of two runs as above).  It prints CPU
+microseconds per request (client work included) either way.
+``python -m bench`` runs both methods itself: bench/counts.py.
 """
 
 from __future__ import annotations
@@ -163,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     spent = run()
     if profiler is not None:
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("tottime").print_stats(25)
+        print(f"{args.system}: {stats.total_calls} calls")  # type: ignore[attr-defined]
     depth = 1 if args.system == "udp" else args.depth
     print(f"{args.system}: {spent / (args.rounds * CLIENTS * depth) * 1e6:.2f} us CPU per request (client included)")
     return 0

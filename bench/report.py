@@ -1,7 +1,11 @@
-"""Turn the measurements into tables: per scenario, the targets, the headroom.
+"""Turn the measurements into tables: per scenario, the targets, the headroom, the counts.
 
 Every figure in a table is the median of the runs that succeeded, next to
 the spread of requests/s (min-max over the runs).  Ratios divide medians.
+Each cell also shows its noise (the median share of a core that other
+processes used in its runs' windows, bench/noise.py) and how many of its
+runs were re-run for being contended; a cell that had to keep a contended
+run is marked with CONTENDED_MARK and is never used to judge a target.
 The same cells are printed as text (for the terminal) and as Markdown
 (for docs/benchmarks.md).
 """
@@ -13,6 +17,8 @@ from typing import Any
 
 from .scenarios import ASYNCIO, BARE, BY_NAME, PLAIN, STREAMS, TARGETS, Scenario
 
+CONTENDED_MARK = "!"
+
 
 def summarise(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     """(scenario, system) -> the medians, spread and notes of its runs."""
@@ -23,7 +29,15 @@ def summarise(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any
     for key, group in grouped.items():
         good = [r for r in group if "error" not in r]
         notes = sorted({n for r in group for n in r.get("notes", [])} | {f"run failed: {r['error']}" for r in group if "error" in r})
-        summary: dict[str, Any] = {"runs": len(good), "failed": len(group) - len(good), "notes": notes}
+        summary: dict[str, Any] = {"runs": len(good), "failed": len(group) - len(good), "notes": notes,
+                                   "reruns": sum(r.get("reruns", 0) for r in group),
+                                   "contended": sum(1 for r in good if r.get("contended"))}  # fmt: skip
+        noise = [r["noise"]["others_pct"] for r in good if r.get("noise")]
+        summary["noise"] = statistics.median(noise) if noise else None
+        if summary["contended"]:
+            summary["notes"].append(f"{summary['contended']} of {len(good)} runs contended, kept: retries ran out")
+        if good and len(noise) < len(good):
+            summary["notes"].append(f"noise not measured in {len(good) - len(noise)} runs")
         if good:
             def med(field: str) -> Any:
                 values = [r[field] for r in good if r.get(field) is not None]
@@ -47,6 +61,13 @@ def summarise(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any
                     summary["notes"].append(f"{summary[f'{what}_closed']} {what} connections closed by the server")
         out[key] = summary
     return out
+
+
+def cells(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (scenario, system), for the JSON results: runs, median noise, re-runs, contended runs kept."""
+    return [{"scenario": scenario, "system": system, "runs": s["runs"], "failed": s["failed"],
+             "noise_pct": s["noise"], "reruns": s["reruns"], "contended_kept": s["contended"]}
+            for (scenario, system), s in summarise(runs).items()]  # fmt: skip
 
 
 def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, field: str = "rps") -> float | None:
@@ -82,7 +103,7 @@ def scenario_table(scenario: Scenario, data: dict[str, Any], stats: dict[tuple[s
     header += ["p50 us", "p99 us", "server MB"]
     if scenario.idle:
         header.append("per idle conn")
-    header += ["thr/proc", "served", "client CPU", "notes"]
+    header += ["thr/proc", "served", "client CPU", "noise", "re-runs", "notes"]
     rows = []
     ref = {k: stats.get((name, k)) for k in (ASYNCIO, STREAMS, BARE)}
     for system in scenario.systems:
@@ -94,7 +115,8 @@ def scenario_table(scenario: Scenario, data: dict[str, Any], stats: dict[tuple[s
             why = f"n/a: {reason}" if reason else "failed: " + "; ".join(s["notes"])
             rows.append([system, why] + [""] * (len(header) - 2))
             continue
-        row = [system, _num(s["rps"]), f"{_k(s['min'])}-{_k(s['max'])}", _x(ratio(s, ref[ASYNCIO]))]
+        mark = CONTENDED_MARK if s["contended"] else ""
+        row = [system, _num(s["rps"]) + mark, f"{_k(s['min'])}-{_k(s['max'])}", _x(ratio(s, ref[ASYNCIO]))]
         if scenario.stream:
             row.append(_x(ratio(s, ref[STREAMS])))
         row.append(_x(ratio(s, ref[BARE])))
@@ -104,7 +126,8 @@ def scenario_table(scenario: Scenario, data: dict[str, Any], stats: dict[tuple[s
         row += [_num(s["p50_us"]), _num(s["p99_us"]), mb]
         if scenario.idle:
             row.append("" if s["idle_bytes"] is None else f"{s['idle_bytes'] / 1024:.1f} KiB")
-        row += [f"{s['threads']}/{s['procs']}", f"{s['served']}/{s['conns']}", f"{s['cpu'] * 100:.0f}%", "; ".join(s["notes"])]
+        row += [f"{s['threads']}/{s['procs']}", f"{s['served']}/{s['conns']}", f"{s['cpu'] * 100:.0f}%",
+                "?" if s["noise"] is None else f"{s['noise']:.0f}%", str(s["reruns"]), "; ".join(s["notes"])]  # fmt: skip
         rows.append(row)
     return header, rows
 
@@ -122,6 +145,8 @@ def target_rows(stats: dict[tuple[str, str], dict[str, Any]]) -> list[list[str]]
             continue
         margin = (r / t.goal - 1) if higher else (t.goal / r - 1)
         verdict = f"met (+{margin:.0%})" if margin >= 0 else f"MISSED by {-margin:.0%}"
+        if mine["contended"] or ref["contended"]:  # type: ignore[index]
+            verdict = f"not judged: contended runs kept ({CONTENDED_MARK})"
         measured = f"{r:.2f}x"
         if t.metric == "idle_bytes":
             measured += f" ({mine['idle_bytes']:,.0f} B vs {ref['idle_bytes']:,.0f} B)"  # type: ignore[index]
@@ -198,7 +223,17 @@ def render(data: dict[str, Any], markdown: bool = False) -> str:
     footnote = ("server MB: VmRSS of the server process under load; * marks a server of several processes, "
                 "the sum of their PSS.  x asyncio, x streams, x bare: this system's req/s over asyncio-proto's, "
                 "asyncio-streams', the bare loop's, in the same scenario.  served: connections that got at least one "
-                "reply in the measured window.  client CPU: the load generator's CPU use, of one core.")  # fmt: skip
+                "reply in the measured window.  client CPU: the load generator's CPU use, of one core.  "
+                "noise: the median share of one core that other processes used in the runs' windows "
+                "(all CPUs' busy time less the server's, the load generator's and the harness's).  "
+                "re-runs: runs measured again for being contended (others above ")  # fmt: skip
+    settings = data["meta"]["settings"]
+    footnote += (f"{settings['max_noise']:g} % of a core; at most {settings['retries']} per cell).  "
+                 if "max_noise" in settings else "the threshold).  ")  # fmt: skip
+    footnote += (f"{CONTENDED_MARK} after req/s: contended runs had to be kept when the re-runs ran out; "
+                 "such a cell is never used to judge a target.")  # fmt: skip
+    if not any(r.get("noise") for r in data["runs"]):
+        footnote += "  These results predate the noise check (or could not read /proc): noise unknown."
     parts.append(footnote)
     parts.append(("#### Targets\n\n" if markdown else "TARGETS\n") + table(TARGET_HEADER, target_rows(stats)))
     head = headroom_rows(data["scenarios"], stats)
@@ -206,4 +241,34 @@ def render(data: dict[str, Any], markdown: bool = False) -> str:
         title = ("HEADROOM: the bare loop against the fastest other system; the load generator's capacity "
                  "(bare req/s / its CPU share) against the fastest system")
         parts.append(("#### Load generator headroom\n\n" if markdown else title + "\n") + table(HEADROOM_HEADER, head))
+    if data.get("counts"):
+        parts.append(counts_section(data["counts"], markdown))
     return "\n\n".join(parts) + "\n"
+
+
+COUNTS_HEADER = ["system (bench.profile)", "instructions/msg", "x asyncio", "calls/msg", "x asyncio", "notes"]
+
+
+def counts_section(counted: dict[str, Any], markdown: bool = False) -> str:
+    """Instructions and Python calls per message (bench/counts.py): what noise cannot move."""
+    rows = []
+    for c in counted["systems"]:
+        ref = next((r for r in counted["systems"] if c.get("versus") and r["system"] == c["versus"]), {})
+        cells = [f"{c['label']} ({c['system']})"]
+        for field, digits in (("instructions", 0), ("calls", 1)):
+            value, base = c.get(field), ref.get(field)
+            cells += ["" if value is None else f"{value:,.{digits}f}", "" if value is None or not base else f"{value / base:.2f}"]
+        rows.append(cells + ["; ".join(c.get("notes", []))])
+    low, high = counted["rounds"]
+    about = (f"work per message, from bench.profile's in-process driver at {high} rounds less {low} rounds "
+             f"of 50 clients (the difference cancels start-up; the clients' work is included)")  # fmt: skip
+    lines = []
+    if counted.get("skipped"):
+        lines.append(f"instructions per message: skipped, {counted['skipped']} (make bench installs it when it can)")
+    lines.append("instructions: user-space instructions under valgrind --tool=callgrind; calls: Python function calls "
+                 "under cProfile, builtins included.  x asyncio: over asyncio's Protocol echo (ping-pong) or asyncio "
+                 "streams' readline echo (16 pipelined), as in the targets.  Neither count moves with the machine's load."
+                 + (f"  Counted in {counted['seconds']:.0f} s." if counted.get("seconds") is not None else ""))  # fmt: skip
+    table = markdown_table if markdown else text_table
+    head = f"#### Counted, not timed\n\nThe {about}.\n\n" if markdown else f"COUNTED, NOT TIMED: the {about}\n"
+    return head + table(COUNTS_HEADER, rows) + "\n\n" + "\n".join(lines)

@@ -11,7 +11,9 @@ One measurement, in order, every step with a deadline:
    per idle connection), and let the load generator go on;
 3. the load generator (pinned to the client CPU) warms up and measures;
    halfway through the window the server's memory, threads and processes
-   are read;
+   are read; at the window's start and end, the CPU time of every CPU, of
+   the server's session, of the load generator and of the harness (the
+   difference is what other processes used: bench/noise.py);
 4. once a thread-per-connection server has wound its threads down
    (bounded), SIGTERM; the server must exit, with status 0, within 5 s.  Whatever is
    left of its session is then killed, and its temporary directory (Unix
@@ -37,6 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import noise
 from .scenarios import Scenario
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -55,6 +58,8 @@ class Settings:
     server_cpu: int | None = 0
     client_cpu: int | None = 1
     connect_timeout: float = 10.0
+    max_noise: float = noise.DEFAULT_MAX_NOISE  # % of one core others may use in a window before it is contended
+    retries: int = noise.DEFAULT_RETRIES  # re-runs per cell of contended runs
 
 
 class Failed(Exception):
@@ -250,6 +255,7 @@ def drive(scenario: Scenario, settings: Settings, sid: int, target: str, tmp: st
                "--connect-timeout", str(settings.connect_timeout), "--client-dir", tmp]  # fmt: skip
     if settings.client_cpu is not None:
         command += ["--cpu", str(settings.client_cpu)]
+    command.append("--linger")  # it waits for a line after its result: the CPU times are read before any teardown
     if scenario.idle:
         command += ["--idle", str(scenario.idle), "--hold"]
     if scenario.slow:
@@ -259,6 +265,7 @@ def drive(scenario: Scenario, settings: Settings, sid: int, target: str, tmp: st
     at_rest_fds = open_fds(sid)
     client = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines = Lines(client.stdout)
+    window_start = None
     try:
         budget = 2 * settings.connect_timeout + settings.warmup + settings.seconds + 15
         deadline = time.monotonic() + budget
@@ -280,10 +287,17 @@ def drive(scenario: Scenario, settings: Settings, sid: int, target: str, tmp: st
                 except BrokenPipeError as exc:
                     raise Failed("the load generator died while holding idle connections") from exc
             elif event["event"] == "measure":
+                window_start = _snapshot(sid, client.pid)
                 time.sleep(settings.seconds * 0.6)  # read memory inside the measured window
                 loaded = memory(sid)
                 out.update(rss_kb=loaded["kb"], mem=loaded["metric"], threads=loaded["threads"], procs=loaded["procs"])
             elif event["event"] == "result":
+                window_end = _snapshot(sid, client.pid)
+                try:
+                    client.stdin.write(b"done\n")  # let it close its connections and exit (--linger)
+                    client.stdin.flush()
+                except BrokenPipeError:
+                    pass  # it is gone already: its exit status says how
                 break
         status = client.wait(5)
         if status != 0:
@@ -299,4 +313,13 @@ def drive(scenario: Scenario, settings: Settings, sid: int, target: str, tmp: st
             pipe.close()
     out.update({k: event[k] for k in ("requests", "rps", "p50_us", "p99_us", "errors", "lost", "served", "open", "conns",
                                       "connect_failed", "idle_closed", "slow_closed", "cpu")})  # fmt: skip
+    out["noise"] = noise.others(window_start, window_end) if window_start and window_end else None
     return out
+
+
+def _snapshot(sid: int, loadgen_pid: int) -> noise.Snapshot | None:
+    """The CPU times at one end of the window; None (no noise figure) if /proc could not be read."""
+    try:
+        return noise.snapshot(sid, loadgen_pid)
+    except (OSError, ValueError, IndexError):
+        return None
