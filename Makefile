@@ -36,33 +36,30 @@ bench-quick: $(STAMP) bench-tools
 # packages when missing (as `tools` does for the tests).  If that is
 # impossible the bench says so in one line and counts Python calls only.
 bench-tools:
-	@if command -v valgrind >/dev/null; then \
-		exit 0; \
-	fi; \
-	SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
-	if command -v apt-get >/dev/null; then \
-		( $$SUDO apt-get install -y -q valgrind >/dev/null 2>&1 \
-		  || { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q valgrind >/dev/null 2>&1; } ) \
-		|| echo "make bench-tools: could not install valgrind; the bench will skip its instruction counts"; \
-	else \
-		echo "make bench-tools: no apt-get here; the bench will skip its instruction counts"; \
-	fi
+	$(call apt_install,valgrind,valgrind,the bench will skip its instruction counts)
 
 # Independent clients the tests talk to (socat for every family, redis-cli
 # and redis-benchmark for the RESP example), installed from Debian's packages
 # when missing.  If that is impossible the tests that need them skip, saying so.
 tools:
-	@if command -v socat >/dev/null && command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null; then \
+	$(call apt_install,socat redis-cli redis-benchmark,socat redis-tools,the tests that need them will skip)
+
+# $(call apt_install,COMMANDS,PACKAGES,WITHOUT): unless every one of COMMANDS
+# is on the PATH, install PACKAGES with apt-get (after an update if the first
+# try fails); if that is impossible, say so and what happens WITHOUT them.
+define apt_install
+	@if $(foreach c,$(1),command -v $(c) >/dev/null &&) true; then \
 		exit 0; \
 	fi; \
 	SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
 	if command -v apt-get >/dev/null; then \
-		( $$SUDO apt-get install -y -q socat redis-tools >/dev/null 2>&1 \
-		  || { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q socat redis-tools >/dev/null 2>&1; } ) \
-		|| echo "make tools: could not install socat/redis-tools; the tests that need them will skip"; \
+		( $$SUDO apt-get install -y -q $(2) >/dev/null 2>&1 \
+		  || { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q $(2) >/dev/null 2>&1; } ) \
+		|| echo "make $@: could not install $(2); $(3)"; \
 	else \
-		echo "make tools: no apt-get here; the tests that need socat/redis-tools will skip"; \
+		echo "make $@: no apt-get here; $(3)"; \
 	fi
+endef
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
