@@ -152,7 +152,7 @@ class Admission:
         server, dispatch = self.server, self.server.dispatch
         for _ in range(PER_WAKEUP):
             reactor = self.reactor
-            if server._shutdown_requested or reactor.stopping or self.state is not A.OPEN:
+            if server._serving.requested or reactor.stopping or self.state is not A.OPEN:
                 return  # shutdown(), or the reactor's stop(): checked before every request
             if not dispatch.inline and dispatch.saturated():
                 self.server.request_table.count("dispatch_full")

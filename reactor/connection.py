@@ -261,7 +261,7 @@ class Connection:
             dispatch = self.server.dispatch
             if not dispatch.inline and not dispatch.has_room():
                 table.transition(record, _MESSAGE, len(message))  # READY until a worker is free
-                self.server._admission.wait_for_room(self, message)
+                self.server._serving.admission.wait_for_room(self, message)
                 return
             if not self._quiet:
                 table.transition(record, _MESSAGE, len(message))  # shown as "41 B"

@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import logging
 import math
+import selectors
 import os
 import socket
 import sys
-import threading
+import time
 import traceback
 from typing import Any
 
@@ -60,7 +61,7 @@ log = logging.getLogger("reactor")
 
 
 
-class BaseServer(Serving):
+class BaseServer:
     """The lifecycle without sockets; ``TCPServer`` and friends add them.
 
     Attributes a subclass or instance may set: ``timeout`` (seconds that
@@ -130,20 +131,89 @@ class BaseServer(Serving):
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         self.request_table = RequestTable()
-        self._serve_lock = threading.Lock()
-        self._shutdown_requested = False
-        self._is_shut_down = threading.Event()
-        self._is_shut_down.set()
-        self._reactor: Reactor | None = None  # the reactor serving us, if any
-        self._owns_reactor = False  # True while serve_forever() runs its own
-        self._serving_thread: int | None = None
-        self._service_timer: Any = None
-        self._saved_timeout: Any = None
-        self._admission: Any = None  # while served: takes our input, or pauses it (reactor/admission.py)
+        self._serving = Serving(self)  # which reactor serves us, if any (reactor/serving.py)
         self._connections: set[Connection] = set()
         self._reply_queue: Any = None  # datagram servers send replies through one
         self._released = False  # server_close() gave the strategy back
         self._warnings = RateLimitedLog(log)  # warnings a peer can repeat: one line per kind per 10 s
+
+    # ------------------------------------------------------------- serving
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve requests until ``shutdown()`` is called.
+
+        Runs a private ``Reactor`` serving this server alone.  The loop
+        sleeps until a request arrives; ``poll_interval`` only matters to a
+        subclass that overrides ``service_actions()``, which then runs at
+        least that often.  If ``shutdown()`` was called before, returns at
+        once.  May be called again after it returns.
+        """
+        self._serving.serve_forever(poll_interval)
+
+    def shutdown(self) -> None:
+        """Stop serving.  Safe from any thread, a handler or a signal handler.
+
+        * Under ``serve_forever()`` on another thread: wakes that loop at
+          once and waits until ``serve_forever()`` has returned.
+        * On the loop's own thread (from a handler or ``service_actions``):
+          the loop stops after the current step; returns at once.
+        * Before ``serve_forever()``: the next ``serve_forever()`` returns
+          at once; this call does not wait.
+        * On a shared reactor (``Reactor.add_server``): the reactor stops
+          serving this server; the reactor and its other servers go on.
+        """
+        self._serving.shutdown()
+
+    def handle_request(self) -> None:
+        """Wait for one request and handle it (without a reactor).
+
+        Waits at most ``timeout`` seconds (or the listening socket's own
+        timeout, whichever is shorter; None: forever), then calls
+        ``handle_timeout()`` instead.  This is the call to make after your
+        own ``select()`` said ``fileno()`` is readable.
+        """
+        if self._serving.reactor is not None:
+            raise UsageError(f"{self!r} is served by {self._serving.reactor!r}; handle_request() would race it")
+        limit = self.timeout
+        own = self.socket.gettimeout()
+        if own is not None:
+            limit = own if limit is None else min(own, limit)
+        deadline = None if limit is None else time.monotonic() + limit
+        selector_class = getattr(selectors, "PollSelector", selectors.SelectSelector)
+        with selector_class() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            while True:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if selector.select(wait):
+                    self._handle_request_noblock()
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.handle_timeout()
+                    return
+
+    @property
+    def reactor(self) -> Reactor | None:
+        """The reactor serving this server right now, or None."""
+        return self._serving.reactor
+
+    def _attach(self, reactor: Reactor, poll_interval: float) -> None:
+        """Called by ``Reactor.add_server``: served by ``reactor`` from now on."""
+        self._check_bounds()  # set on the class since the constructor ran?
+        self.request_table.name = self._label()
+        wakes = type(self).service_actions is not BaseServer.service_actions
+        self._serving.attach(reactor, poll_interval, wakes)
+
+    def _detach(self, reactor: Reactor) -> None:
+        """Called by ``Reactor.remove_server``: no longer served.
+
+        The framed connections it owns end with it, and datagram replies
+        still queued are dropped (both counted).
+        """
+        self._serving.detach()
+        for connection in tuple(self._connections):
+            connection.abort("the server stopped serving")
+        if self._reply_queue is not None:
+            self._reply_queue.close()
 
     # ----------------------------------------------------- overridable hooks
 
@@ -161,7 +231,7 @@ class BaseServer(Serving):
         running is ended at once, as with ``drain_timeout`` 0.
         """
         try:
-            self._leave_reactor()
+            self._serving.leave()
         finally:
             if not self._released:
                 self._released = True
@@ -255,7 +325,8 @@ class BaseServer(Serving):
         try:
             request, client_address = self.get_request()
         except OSError as exc:
-            if self._admission is None or not self._admission.accept_failed(exc):
+            admission = self._serving.admission
+            if admission is None or not admission.accept_failed(exc):
                 log.debug("%s: get_request() found nothing: %s", self.request_table.name, exc)
             return False
         self._take(request, client_address)
@@ -267,8 +338,9 @@ class BaseServer(Serving):
         kind = Kind.CONNECTION if framed else self._record_kind
         record = self.request_table.open(kind, request, client_address, getattr(self, "address_family", 0))
         self._lifecycle(request, client_address, record, self._start_connection if framed else None)
-        if self._admission is not None:
-            self._admission.accepted()
+        admission = self._serving.admission
+        if admission is not None:
+            admission.accepted()
 
     def _lifecycle(self, request: Any, client_address: Any, record: Record, start: Any = None) -> None:
         """verify_request, then process_request (or ``start``: the reactor takes over)."""
@@ -299,14 +371,15 @@ class BaseServer(Serving):
         """Record the end of ``request`` (any thread); accepting may resume."""
         if type(request) is MessageRequest and type(request.connection) is Connection:
             return  # one message of a framed connection: the connection keeps the record
-        admission = self._admission
+        admission = self._serving.admission
         if self.request_table.finish(request) is not None and admission is not None and admission.state is _FULL:
             admission.connection_ended()
 
     # ------------------------------------------------------ framed streams
 
     def _start_connection(self, sock: Any, client_address: Any, record: Record) -> None:
-        if self._reactor is None:
+        reactor = self._serving.reactor
+        if reactor is None:
             # handle_request() without a reactor: serve this one connection
             # to its end on a private one, as a classic handler would be.
             with Reactor() as reactor:
@@ -316,14 +389,14 @@ class BaseServer(Serving):
                 while record.state not in FINAL_STATES:
                     reactor.run_once()
             return
-        connection = Connection(self, sock, client_address, record, self._reactor)
+        connection = Connection(self, sock, client_address, record, reactor)
         self._connections.add(connection)
         connection.start()
 
     def _connection_closed(self, connection: Connection) -> None:
         """Called by a Connection once its socket is closed."""
         self._connections.discard(connection)
-        admission = self._admission
+        admission = self._serving.admission
         if admission is not None and admission.state is _FULL:
             admission.connection_ended()
 
@@ -341,10 +414,7 @@ class BaseServer(Serving):
         parent's connections too.  The child never runs the loop, and must
         not change a socket's blocking mode: that flag is shared with the parent.
         """
-        self._reactor = None
-        admission, self._admission = self._admission, None
-        if admission is not None:
-            admission.close_in_child()  # its reserve descriptor; the selector is the parent's too
+        self._serving.forget_in_child()
         socks = [record.request for record in self.request_table.snapshot()]
         socks += [connection.sock for connection in self._connections]
         socks.append(getattr(self, "socket", None))

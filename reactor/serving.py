@@ -1,31 +1,28 @@
-"""The reactor-facing half of a server: how a reactor drives it.
+"""Serving: which reactor serves a server, and how it is stopped.
 
-``BaseServer`` (servers.py) is the request lifecycle: the stdlib's hooks
-and the order they run in.  This is the other half, what makes a server
-something a ``Reactor`` can serve: ``serve_forever()`` / ``shutdown()`` /
-``handle_request()``, joining and leaving a reactor (``add_server`` calls
-``_attach``, which gives the server an ``Admission``: reactor/admission.py
-reads the socket in bursts and pauses it when it must).  It is a base
-class of ``BaseServer`` only; it is not a mix-in to combine with anything
-else.
+A server is served by at most one reactor at a time: its own private one
+while ``serve_forever()`` runs, or a shared one it was added to
+(``Reactor.add_server``).  Each server has one ``Serving`` object
+(``server._serving``) that owns that relationship and nothing else:
+
+    not served --serve_forever()--> served by its own reactor --shutdown()--> not served
+    not served --Reactor.add_server()--> served by a shared one --shutdown() / remove_server()--> not served
 
 Invariants:
 
 * ``shutdown()`` never waits for the thread it is called on; it wakes the
-  loop through the reactor's wakeup socketpair, never by polling.
-* A shutdown request, or the reactor's ``stop()``, is checked before
-  every accept (python/cpython#79184, in ``Admission.on_readable``): once
-  a stop is asked for, the burst takes no new connection.
-* A server is served by at most one reactor at a time; while served, its
-  socket is nonblocking, and its old timeout comes back when it leaves.
+  loop through the reactor's wakeup socketpair, never by polling.  Called
+  before ``serve_forever()``, it makes that return at once.
+* A stop asked for is seen before every accept (python/cpython#79184): the
+  server's ``Admission`` reads ``requested``.
+* While served, the server's socket is nonblocking, and its old timeout
+  comes back when it leaves; its ``Admission`` exists exactly while it is
+  served.
 """
 
 from __future__ import annotations
 
-import logging
-import selectors
 import threading
-import time
 from typing import Any
 
 from .admission import Admission
@@ -34,172 +31,136 @@ from .loop import Reactor
 
 __all__ = ["Serving"]
 
-log = logging.getLogger("reactor")
-
-
-def _base_service_actions() -> Any:
-    from .servers import BaseServer  # the lifecycle half, which imports this one
-
-    return BaseServer.service_actions
-
 
 class Serving:
-    """serve_forever / shutdown / handle_request, and life on a reactor."""
+    """The reactor serving one server, if any; ``serve_forever()`` and ``shutdown()``.
 
-    # ------------------------------------------------------------- serving
+    ``reactor`` is that reactor (None when not served), ``admission`` the
+    server's ``Admission`` while served, ``requested`` whether a stop was
+    asked for.  ``shutdown`` is safe from any thread; the rest is called
+    by the server and by ``Reactor.add_server``/``remove_server``.
+    """
 
-    def serve_forever(self, poll_interval: float = 0.5) -> None:
-        """Serve requests until ``shutdown()`` is called.
+    __slots__ = (
+        "server", "reactor", "admission", "requested", "_lock", "_done", "_owned", "_thread",
+        "_service_timer", "_saved_timeout",
+    )  # fmt: skip
 
-        Runs a private ``Reactor`` serving this server alone.  The loop
-        sleeps until a request arrives; ``poll_interval`` only matters to a
-        subclass that overrides ``service_actions()``, which then runs at
-        least that often.  If ``shutdown()`` was called before, returns at
-        once.  May be called again after it returns.
-        """
-        with self._serve_lock:
-            if self._reactor is not None:
-                raise UsageError(f"{self!r} is already served by {self._reactor!r}")
-            if self._shutdown_requested:  # shutdown() came first: honour it
-                self._shutdown_requested = False
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.reactor: Reactor | None = None
+        self.admission: Admission | None = None
+        self.requested = False  # shutdown() was asked for
+        self._lock = threading.Lock()
+        self._done = threading.Event()  # set while serve_forever() is not running
+        self._done.set()
+        self._owned = False  # the reactor is serve_forever()'s own
+        self._thread: int | None = None  # the thread running serve_forever()
+        self._service_timer: Any = None
+        self._saved_timeout: Any = None
+
+    # ---------------------------------------------------------- serve_forever
+
+    def serve_forever(self, poll_interval: float) -> None:
+        """``BaseServer.serve_forever``: a private reactor, run until ``shutdown()``."""
+        with self._lock:
+            if self.reactor is not None:
+                raise UsageError(f"{self.server!r} is already served by {self.reactor!r}")
+            if self.requested:  # shutdown() came first: honour it
+                self.requested = False
                 return
             reactor = Reactor()
-            self._owns_reactor = True
+            self._owned = True
             try:
-                reactor.add_server(self, poll_interval=poll_interval)
+                reactor.add_server(self.server, poll_interval=poll_interval)
             except BaseException:
-                self._owns_reactor = False
+                self._owned = False
                 reactor.close()
                 raise
-            self._serving_thread = threading.get_ident()
-            self._is_shut_down.clear()
+            self._thread = threading.get_ident()
+            self._done.clear()
         try:
             reactor.run()
         finally:
-            self._serving_done(reactor)
-
-    def _serving_done(self, reactor: Reactor) -> None:
-        with self._serve_lock:
-            reactor.close()  # detaches us too
-            self._owns_reactor = False
-            self._serving_thread = None
-            self._shutdown_requested = False
-            self._is_shut_down.set()
+            with self._lock:
+                reactor.close()  # detaches the server too
+                self._owned = False
+                self._thread = None
+                self.requested = False
+                self._done.set()
 
     def shutdown(self) -> None:
-        """Stop serving.  Safe from any thread, a handler or a signal handler.
-
-        * Under ``serve_forever()`` on another thread: wakes that loop at
-          once and waits until ``serve_forever()`` has returned.
-        * On the loop's own thread (from a handler or ``service_actions``):
-          the loop stops after the current step; returns at once.
-        * Before ``serve_forever()``: the next ``serve_forever()`` returns
-          at once; this call does not wait.
-        * On a shared reactor (``Reactor.add_server``): the reactor stops
-          serving this server; the reactor and its other servers go on.
-        """
-        with self._serve_lock:
-            self._shutdown_requested = True
-            reactor = self._reactor
-            owner = self._serving_thread
-            owned = self._owns_reactor
+        """``BaseServer.shutdown``: stop serving, from any thread (see its docstring)."""
+        with self._lock:
+            self.requested = True
+            reactor, owner, owned = self.reactor, self._thread, self._owned
         if reactor is None:
             return
         if not owned:
-            reactor.call_soon_threadsafe(reactor.remove_server, self)
+            reactor.call_soon_threadsafe(reactor.remove_server, self.server)
             return
         reactor.stop()
         if owner != threading.get_ident():
-            self._is_shut_down.wait()
+            self._done.wait()
 
-    def handle_request(self) -> None:
-        """Wait for one request and handle it (without a reactor).
+    def leave(self) -> None:
+        """Stop being served, now if on the loop's thread, else as soon as the loop runs."""
+        reactor = self.reactor
+        if reactor is None or reactor.closed:
+            return
+        if reactor.in_loop_thread() or self._owned:
+            reactor.remove_server(self.server)
+        else:
+            reactor.call_soon_threadsafe(reactor.remove_server, self.server)
 
-        Waits at most ``timeout`` seconds (or the listening socket's own
-        timeout, whichever is shorter; None: forever), then calls
-        ``handle_timeout()`` instead.  This is the call to make after your
-        own ``select()`` said ``fileno()`` is readable.
+    # ------------------------------------------------------- joining a reactor
+
+    def attach(self, reactor: Reactor, poll_interval: float, wakes: bool) -> None:
+        """Called through ``Reactor.add_server``: served by ``reactor`` from now on.
+
+        ``wakes``: the server overrides ``service_actions()``, so the loop
+        wakes at least every ``poll_interval`` seconds to call it.
         """
-        if self._reactor is not None:
-            raise UsageError(f"{self!r} is served by {self._reactor!r}; handle_request() would race it")
-        limit = self.timeout
-        own = self.socket.gettimeout()
-        if own is not None:
-            limit = own if limit is None else min(own, limit)
-        deadline = None if limit is None else time.monotonic() + limit
-        selector_class = getattr(selectors, "PollSelector", selectors.SelectSelector)
-        with selector_class() as selector:
-            selector.register(self, selectors.EVENT_READ)
-            while True:
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if selector.select(wait):
-                    self._handle_request_noblock()
-                    return
-                if deadline is not None and time.monotonic() >= deadline:
-                    self.handle_timeout()
-                    return
-
-    # ------------------------------------------------ reactor integration
-
-    @property
-    def reactor(self) -> Reactor | None:
-        """The reactor serving this server right now, or None."""
-        return self._reactor
-
-    def _attach(self, reactor: Reactor, poll_interval: float) -> None:
-        """Called by ``Reactor.add_server``: start watching our socket."""
-        if self._reactor is not None:
-            raise UsageError(f"{self!r} is already served by {self._reactor!r}")
-        self._check_bounds()  # set on the class since the constructor ran?
-        sock = getattr(self, "socket", None)
+        server = self.server
+        if self.reactor is not None:
+            raise UsageError(f"{server!r} is already served by {self.reactor!r}")
+        sock = getattr(server, "socket", None)
         if sock is not None:
             # Nonblocking while served: a wakeup for a connection that was
             # reset before accept() must not hang the whole loop.
             self._saved_timeout = sock.gettimeout()
             sock.setblocking(False)
-        self.request_table.name = self._label()
-        admission = Admission(self, reactor)  # watches our socket from now on
-        self._reactor, self._admission = reactor, admission
-        if not self._owns_reactor:
+        self.admission = Admission(server, reactor)  # watches the server's socket from now on
+        self.reactor = reactor
+        if not self._owned:
             # serve_forever() consumed an earlier shutdown() before getting
             # here; for a shared reactor, being added means "serve now".
-            self._shutdown_requested = False
-        if type(self).service_actions is not _base_service_actions():
-            self._service_timer = reactor.call_later(poll_interval, self._service_tick, reactor, poll_interval)
+            self.requested = False
+        if wakes:
+            self._service_timer = reactor.call_later(poll_interval, self._tick, reactor, poll_interval)
 
-    def _detach(self, reactor: Reactor) -> None:
-        """Called by ``Reactor.remove_server``: stop watching our socket.
-
-        The framed connections it owns end with it, and datagram replies
-        still queued are dropped (both counted).
-        """
-        if self._admission is not None:
-            self._admission.close()  # unwatches our socket
-            self._admission = None
-        for connection in tuple(self._connections):
-            connection.abort("the server stopped serving")
-        if self._reply_queue is not None:
-            self._reply_queue.close()
+    def detach(self) -> None:
+        """Called through ``Reactor.remove_server``: no longer served (the socket is unwatched)."""
+        if self.admission is not None:
+            self.admission.close()
+            self.admission = None
         if self._service_timer is not None:
             self._service_timer.cancel()
             self._service_timer = None
-        sock = getattr(self, "socket", None)
+        sock = getattr(self.server, "socket", None)
         if sock is not None and sock.fileno() != -1:
             sock.settimeout(self._saved_timeout)
-        self._reactor = None
-        if not self._owns_reactor:
-            self._shutdown_requested = False  # a later add_server serves again
+        self.reactor = None
+        if not self._owned:
+            self.requested = False  # a later add_server serves again
 
-    def _service_tick(self, reactor: Reactor, poll_interval: float) -> None:
+    def forget_in_child(self) -> None:
+        """In a forked child: the parent's reactor is not ours (only the reserve fd is closed)."""
+        admission, self.admission, self.reactor = self.admission, None, None
+        if admission is not None:
+            admission.close_in_child()  # the selector is the parent's too: nothing is unregistered
+
+    def _tick(self, reactor: Reactor, poll_interval: float) -> None:
         # Does nothing but wake the loop, whose every iteration ends with
         # service_actions(); then books the next wakeup.
-        self._service_timer = reactor.call_later(poll_interval, self._service_tick, reactor, poll_interval)
-
-    def _leave_reactor(self) -> None:
-        reactor = self._reactor
-        if reactor is None or reactor.closed:
-            return
-        if reactor.in_loop_thread() or self._owns_reactor:
-            reactor.remove_server(self)
-        else:
-            reactor.call_soon_threadsafe(reactor.remove_server, self)
+        self._service_timer = reactor.call_later(poll_interval, self._tick, reactor, poll_interval)

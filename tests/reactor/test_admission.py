@@ -22,7 +22,7 @@ class Upper(reactor.MessageHandler):
 def test_out_of_descriptors_sheds_one_client_rests_and_resumes(caplog):
     with reactor.TCPServer(("127.0.0.1", 0), Upper) as server, reactor.Reactor() as r:
         r.add_server(server)
-        gate = server._admission
+        gate = server._serving.admission
         with socket.create_connection(server.server_address, CLIENT_TIMEOUT) as waiting:
             # As if accept() had just failed for lack of descriptors, with
             # this client in the backlog: it is accepted on the reserve
@@ -56,7 +56,7 @@ def test_out_of_descriptors_sheds_one_client_rests_and_resumes(caplog):
 def test_back_off_doubles_up_to_a_cap():
     with reactor.TCPServer(("127.0.0.1", 0), Upper) as server, reactor.Reactor() as r:
         r.add_server(server)
-        gate = server._admission
+        gate = server._serving.admission
         delays = []
         for _ in range(9):
             gate.accept_failed(OSError(errno.ENFILE, "File table overflow"))
@@ -71,7 +71,7 @@ def test_back_off_doubles_up_to_a_cap():
 def test_every_state_but_open_has_the_socket_unwatched_and_an_unknown_move_raises():
     with reactor.TCPServer(("127.0.0.1", 0), Upper) as server, reactor.Reactor() as r:
         r.add_server(server)
-        admission = server._admission
+        admission = server._serving.admission
         watched = lambda: server.fileno() in r.selector.get_map()  # noqa: E731
         assert admission.state is Admit.OPEN and watched()
         for event, state in [("filled", Admit.FULL), ("emptied", Admit.OPEN), ("saturated", Admit.BUSY),

@@ -137,7 +137,7 @@ def test_the_default_connection_limit_is_fitted_to_the_descriptor_budget(places,
         try:
             for _ in range(expected + 1):
                 clients.append(socket.create_connection(server.server_address, CLIENT_TIMEOUT))
-            run_until(r, lambda: server._admission.state is reactor.admission.Admit.FULL)
+            run_until(r, lambda: server._serving.admission.state is reactor.admission.Admit.FULL)
             run_until(r, lambda: len(server.connections) == expected)
             r.run_once(0)
             assert len(server.connections) == expected  # the last one waits in the backlog
