@@ -34,7 +34,7 @@ from typing import Any
 from handlers.message import MessageRequest
 
 from .ownaddress import OwnAddress
-from .servers import BaseServer, _is_framed
+from .servers import _is_framed
 from .tcp import TCPServer
 from .table import Event, Kind, Record, State
 

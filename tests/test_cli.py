@@ -10,63 +10,19 @@ tested in-process.  A process still alive at the end is killed.
 from __future__ import annotations
 
 import os
-import pathlib
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
-from typing import Any
 
 import pytest
 
+from cli_support import EXIT_TIMEOUT, ROOT, Command
 from conftest import ServingThread, client_exchange, family_params
 from handlers.echo import ChunkEcho, LineEcho, Upper
 from reactor.cli import UsageFailure, load_handler, parse_address
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-EXIT_TIMEOUT = 10.0
-
-
-class Command:
-    """``python -m reactor serve ARGS`` as a subprocess; stderr goes to a file (never a full pipe)."""
-
-    def __init__(self, *args: str) -> None:
-        self.errors = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reactor", "serve", *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=self.errors, text=True,
-        )  # fmt: skip
-
-    def serving(self, count: int) -> dict[str, Any]:
-        """Read ``count`` "serving" lines: family name -> the bound address."""
-        found = {}
-        for _ in range(count):
-            line = self.proc.stdout.readline()
-            assert line.startswith("serving "), f"expected a serving line, got {line!r}; stderr: {self.stderr()}"
-            family, where = line.split()[1:3]
-            if family.startswith(("tcp", "udp")):
-                host, _, port = where.rpartition(":")
-                found[family] = (host.strip("[]"), int(port))
-            else:
-                found[family] = where
-        return found
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        self.proc.send_signal(signum)
-        return self.proc.wait(EXIT_TIMEOUT)
-
-    def stderr(self) -> str:
-        self.errors.seek(0)
-        return self.errors.read()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
-        self.errors.close()
 
 
 def run_command(*args: str) -> subprocess.CompletedProcess:

@@ -11,61 +11,26 @@ Function-level tests of the close loop run in-process.
 from __future__ import annotations
 
 import os
-import pathlib
 import re
 import resource
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from typing import Any
 
 import pytest
+from cli_support import ROOT, Command
 from conftest import CLIENT_TIMEOUT, wait_for
-from examples_support import untraced_environment
 
 from reactor import TCPServer, UnixStreamServer
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: A stop that works ends well within this; a hang is what the tests catch.
 PROMPT = 6.0
 
 
-class Serve:
-    """``python -m reactor serve ARGS`` in a subprocess; stderr goes to a file we can poll."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None, limit: tuple[int, int] | None = None,
-                 traced: bool = True) -> None:  # fmt: skip
-        """``traced=False`` for a command whose signal handler may raise: see ``untraced_environment``."""
-        self.errors = tempfile.TemporaryFile(mode="w+")
-
-        def lower_limit() -> None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
-
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reactor", "serve", *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=self.errors, text=True,
-            env={**(os.environ if traced else untraced_environment()), **(env or {})},
-            preexec_fn=lower_limit if limit else None,
-        )  # fmt: skip
-
-    def serving(self, count: int) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for _ in range(count):
-            line = self.proc.stdout.readline()
-            assert line.startswith("serving "), f"expected a serving line, got {line!r}; stderr: {self.stderr()}"
-            family, where = line.split()[1:3]
-            if family.startswith(("tcp", "udp")):
-                host, _, port = where.rpartition(":")
-                found[family] = (host.strip("[]"), int(port))
-            else:
-                found[family] = where
-        return found
-
-    def stderr(self) -> str:
-        self.errors.seek(0)
-        return self.errors.read()
+class Serve(Command):
+    """The command, with waits on its log and its exit."""
 
     def wait_log(self, text: str, count: int = 1) -> None:
         wait_for(lambda: self.stderr().count(text) >= count or self.proc.poll() is not None, PROMPT, f"{text!r} logged")
@@ -76,13 +41,6 @@ class Serve:
             return self.proc.wait(seconds)
         except subprocess.TimeoutExpired:
             pytest.fail(f"still running {seconds}s later; stderr: {self.stderr()}")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
-        self.errors.close()
 
 
 def silent_client(family: str, address: Any) -> socket.socket:

@@ -22,19 +22,19 @@ class Upper(reactor.MessageHandler):
 def test_out_of_descriptors_sheds_one_client_rests_and_resumes(caplog):
     with reactor.TCPServer(("127.0.0.1", 0), Upper) as server, reactor.Reactor() as r:
         r.add_server(server)
-        gate = server._serving.admission
+        admission = server._serving.admission
         with socket.create_connection(server.server_address, CLIENT_TIMEOUT) as waiting:
             # As if accept() had just failed for lack of descriptors, with
             # this client in the backlog: it is accepted on the reserve
             # descriptor and closed, so it hears "no" instead of hanging.
-            assert gate.accept_failed(OSError(errno.EMFILE, "Too many open files")) is True
+            assert admission.accept_failed(OSError(errno.EMFILE, "Too many open files")) is True
             assert waiting.recv(10) == b""
-        assert gate.state is reactor.admission.Admit.RESTING
+        assert admission.state is reactor.admission.Admit.RESTING
         counters = server.request_table.counters
         assert counters["accept_errors"] == 1 and counters["shed"] == 1
         assert any("accept() failed" in r.getMessage() for r in caplog.records)
-        assert gate.accept_failed(OSError(errno.ECONNABORTED, "aborted")) is False  # not a resource error
-        run_until(r, lambda: gate.state is reactor.admission.Admit.OPEN)  # the back-off ends by itself
+        assert admission.accept_failed(OSError(errno.ECONNABORTED, "aborted")) is False  # not a resource error
+        run_until(r, lambda: admission.state is reactor.admission.Admit.OPEN)  # the back-off ends by itself
         with socket.create_connection(server.server_address, CLIENT_TIMEOUT) as client:
             client.sendall(b"back\n")
             client.setblocking(False)
@@ -56,15 +56,15 @@ def test_out_of_descriptors_sheds_one_client_rests_and_resumes(caplog):
 def test_back_off_doubles_up_to_a_cap():
     with reactor.TCPServer(("127.0.0.1", 0), Upper) as server, reactor.Reactor() as r:
         r.add_server(server)
-        gate = server._serving.admission
+        admission = server._serving.admission
         delays = []
         for _ in range(9):
-            gate.accept_failed(OSError(errno.ENFILE, "File table overflow"))
-            delays.append(gate._delay)
-            gate._rested()
+            admission.accept_failed(OSError(errno.ENFILE, "File table overflow"))
+            delays.append(admission._delay)
+            admission._rested()
         assert delays[:3] == [0.01, 0.02, 0.04] and delays[-1] == 1.0
-        gate.accepted()  # a successful accept forgets the back-off
-        assert gate._delay == 0.0
+        admission.accepted()  # a successful accept forgets the back-off
+        assert admission._delay == 0.0
         r.remove_server(server)
 
 

@@ -138,11 +138,11 @@ def test_repeated_accept_errors_log_one_line(caplog):
     caplog.set_level(logging.WARNING, logger="reactor")
     with reactor.TCPServer(("127.0.0.1", 0), Echo) as server, reactor.Reactor() as r:
         r.add_server(server)
-        gate = server._serving.admission
+        admission = server._serving.admission
         for _ in range(50):  # descriptors run out, come back for one accept, run out again ...
-            assert gate.accept_failed(OSError(errno.EMFILE, "Too many open files")) is True
-            gate._rested()
-            gate.accepted()
+            assert admission.accept_failed(OSError(errno.EMFILE, "Too many open files")) is True
+            admission._rested()
+            admission.accepted()
         assert server.request_table.counters["accept_errors"] == 50
         r.remove_server(server)
     lines = reactor_warnings(caplog)
