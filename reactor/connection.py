@@ -224,7 +224,7 @@ class Connection:
         self._pumping = True
         self._quiet = quiet = not self._table.watched()
         if quiet:
-            self.record.changed = self._reactor.time()
+            self.record.changed = self._table.clock()  # the table's clock, as transition() uses
         try:
             self._pump_messages()
         finally:
@@ -272,7 +272,8 @@ class Connection:
         if self._input.eof:
             self._begin_closing(Event.EOF, "the peer sent EOF")
             return
-        self._input.watch(True)
+        if not self._input.watching:
+            self._input.watch(True)
         if not self._input.frames.buffered:
             self._deadline.arm("idle_timeout")
         elif self._deadline.bound != "request_timeout":

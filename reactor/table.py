@@ -254,7 +254,7 @@ class RequestTable:
 
     def __init__(self, name: str = "", clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
-        self._clock = clock
+        self.clock = clock  # of created, changed and ages: time.monotonic unless given
         self._records: dict[int, Record] = {}  # id -> record
         self._live_kinds: dict[Kind, int] = {}  # kind -> live records of that kind
         self._by_request: dict[int, Record] = {}  # id(request object) -> record
@@ -275,7 +275,7 @@ class RequestTable:
         while it is live.  ``size`` is the number of bytes already received.
         """
         with self._lock:
-            record = Record(next(self._ids), kind, family_name(family, kind), peer, request, self._clock())
+            record = Record(next(self._ids), kind, family_name(family, kind), peer, request, self.clock())
             record.bytes_in = size
             self._records[record.id] = record
             self._live_kinds[kind] = self._live_kinds.get(kind, 0) + 1
@@ -311,7 +311,7 @@ class RequestTable:
             with self._lock:
                 self._forget(record, event, new)
         record.state = new
-        record.changed = self._clock()
+        record.changed = self.clock()
         if self._observers or trace.isEnabledFor(_DEBUG):
             self._report(record, old, event, new, reason)
         return new
@@ -410,7 +410,7 @@ class RequestTable:
 
     def describe(self) -> list[dict[str, Any]]:
         """One dict per live record: id, family, peer, state, bytes in/out, age in seconds."""
-        now = self._clock()
+        now = self.clock()
         return [
             {
                 "id": r.id,
