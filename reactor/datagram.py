@@ -34,7 +34,6 @@ from typing import Any
 from handlers.message import MessageRequest
 
 from .ownaddress import OwnAddress
-from .servers import _is_framed
 from .tcp import TCPServer
 from .table import Event, Kind, Record, State
 
@@ -359,12 +358,12 @@ class UDPServer(TCPServer):
             table.transition(record, Event.REJECT, "truncated: longer than max_packet_size")
             return
         reply = None
-        if _is_framed(self.RequestHandlerClass):
+        if self._handler_is_framed():
             request = MessageRequest(bytes(data), DatagramPeer(self.socket, client_address), self._send_output)
         elif pair and request[1] is self.socket:
             reply = DatagramReply(self.socket, self)
             request = (data, reply)
-        record = table.open(_DATAGRAM, request, client_address, family, len(data))
+        record = table.open(_DATAGRAM, request, client_address, family, len(data), quiet=True)
         if reply is not None:
             reply.record = record
         self._lifecycle(request, client_address, record)

@@ -135,6 +135,7 @@ class BaseServer:
         self._connections: set[Connection] = set()
         self._reply_queue: Any = None  # datagram servers send replies through one
         self._released = False  # server_close() gave the strategy back
+        self._framed: tuple[Any, bool] = (None, False)  # (a handler class, is it framed?), worked out once
         self._warnings = RateLimitedLog(log)  # warnings a peer can repeat: one line per kind per 10 s
 
     # ------------------------------------------------------------- serving
@@ -334,13 +335,20 @@ class BaseServer:
 
     def _take(self, request: Any, client_address: Any) -> None:
         """Open the request's record and run the lifecycle (stream servers)."""
-        framed = _is_framed(self.RequestHandlerClass)
+        framed = self._handler_is_framed()
         kind = Kind.CONNECTION if framed else self._record_kind
         record = self.request_table.open(kind, request, client_address, getattr(self, "address_family", 0))
         self._lifecycle(request, client_address, record, self._start_connection if framed else None)
         admission = self._serving.admission
         if admission is not None:
             admission.accepted()
+
+    def _handler_is_framed(self) -> bool:
+        """Is ``RequestHandlerClass`` (as it is now: it may be reassigned) a ``MessageHandler``?"""
+        handler_class = self.RequestHandlerClass
+        if handler_class is not self._framed[0]:
+            self._framed = (handler_class, _is_framed(handler_class))
+        return self._framed[1]
 
     def _lifecycle(self, request: Any, client_address: Any, record: Record, start: Any = None) -> None:
         """verify_request, then process_request (or ``start``: the reactor takes over)."""

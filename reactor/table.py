@@ -16,11 +16,17 @@ Rules (every one of them enforced here, nowhere else):
 1. Every state change goes through ``RequestTable.transition()``, which
    looks the (state, event) pair up in ``TRANSITIONS``.  A pair that is not
    there raises ``TransitionError`` naming the record, state and event.
+   (One exception, for speed when nobody watches: a framed connection's
+   quiet pump, ``Connection._pump``, makes the moves READING -> PROCESSING
+   -> READING of a message handled within one read by assignment; each is
+   MESSAGE+DISPATCH, or REPLY, of this table.)
 2. A record that reaches a final state (CLOSED, DONE, FAILED) leaves the
    table at once, so the table only ever holds live requests, and a long
    running server cannot accumulate finished ones (python/cpython#81374).
 3. Each transition can be observed: it is logged on the ``reactor.trace``
-   logger at DEBUG and passed to every callback given to ``add_observer``.
+   logger at DEBUG and passed to every callback given to ``add_observer``
+   (unless nobody watched when it was decided: see ``open``'s ``quiet``
+   and ``watched``).
 
 The docs' tables of transitions are checked against ``TRANSITIONS`` by a
 test, so they cannot drift from the code.
@@ -222,7 +228,7 @@ class Record:
 
     __slots__ = (
         "id", "kind", "family", "peer", "state", "request",
-        "bytes_in", "bytes_out", "created", "changed",
+        "bytes_in", "bytes_out", "created", "changed", "quiet",
     )  # fmt: skip
 
     def __init__(self, id: int, kind: Kind, family: str, peer: Any, request: Any, now: float) -> None:
@@ -236,6 +242,7 @@ class Record:
         self.bytes_out = 0
         self.created = now
         self.changed = now
+        self.quiet = False  # opened quiet with nobody watching: its moves are not reported
 
     def __repr__(self) -> str:
         return f"<Record #{self.id} {self.family} {self.peer!r} {self.state.name}>"
@@ -267,12 +274,16 @@ class RequestTable:
 
     # ------------------------------------------------------------ changing
 
-    def open(self, kind: Kind, request: Any, peer: Any, family: int, size: int = 0) -> Record:
+    def open(self, kind: Kind, request: Any, peer: Any, family: int, size: int = 0, quiet: bool = False) -> Record:
         """Add a record for a request that just arrived and return it.
 
         ``request`` is the object the server hands its methods (a socket, or
         a ``(data, socket)`` pair); ``find(request)`` returns the record
         while it is live.  ``size`` is the number of bytes already received.
+        ``quiet`` (for short-lived records, a datagram's): if nobody watches
+        now, nobody will be told of this record's moves, and its
+        ``changed`` stays its ``created`` (``record.quiet`` says so); it is
+        in the table, and in every snapshot, all the same.
         """
         with self._lock:
             record = Record(next(self._ids), kind, family_name(family, kind), peer, request, self.clock())
@@ -283,6 +294,8 @@ class RequestTable:
             self.totals["opened"] += 1
         if self._observers or trace.isEnabledFor(_DEBUG):
             self._report(record, None, None, record.state, f"new {record.family} request from {peer!r}")
+        else:
+            record.quiet = quiet
         return record
 
     def transition(self, record: Record, event: Event, reason: Any = "") -> State:
@@ -311,6 +324,8 @@ class RequestTable:
             with self._lock:
                 self._forget(record, event, new)
         record.state = new
+        if record.quiet:  # opened with nobody watching: no clock, no report (see open)
+            return new
         record.changed = self.clock()
         if self._observers or trace.isEnabledFor(_DEBUG):
             self._report(record, old, event, new, reason)

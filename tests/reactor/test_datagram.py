@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 from typing import Any, Iterator
 
 import pytest
@@ -263,3 +264,39 @@ def test_where_any_address_can_be_bound_only_loopback_counts_for_a_wildcard(monk
         port = sock.getsockname()[1]
         assert (host, port) not in own  # bind() would succeed for any address: it proves nothing
         assert ("127.0.0.1", port) in own and ("0.0.0.0", port) in own
+
+
+# ------------------------------------------- quiet records: in the table, untold
+
+
+class Holding(reactor.DatagramRequestHandler):
+    """Replies once the test lets it go (``server.go``), after saying it started (``server.started``)."""
+
+    def handle(self) -> None:
+        self.server.started.set()
+        assert self.server.go.wait(CLIENT_TIMEOUT)
+        self.wfile.write(self.packet)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("watched", [False, True], ids=["nobody-watches", "observed"])
+def test_a_datagram_record_is_in_every_snapshot_and_told_to_whoever_watches(watched):
+    moves: list[tuple[Any, Any]] = []
+    with reactor.UDPServer(("127.0.0.1", 0), Holding) as server:
+        server.started, server.go = threading.Event(), threading.Event()
+        if watched:
+            server.request_table.add_observer(lambda record, old, event, new, reason: moves.append((old, new)))
+        r = reactor.Reactor()
+        r.add_server(server)
+        with ReactorThread(r), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(CLIENT_TIMEOUT)
+            client.sendto(b"ping", server.server_address)
+            assert server.started.wait(CLIENT_TIMEOUT)
+            [record] = server.request_table.snapshot()  # from another thread, while its handler runs
+            assert record.state is reactor.State.PROCESSING and record.quiet is not watched
+            server.go.set()
+            assert client.recv(100) == b"ping"
+            wait_for(lambda: len(server.request_table) == 0)
+    assert server.request_table.totals["finished"] == 1
+    S = reactor.State
+    assert moves == ([(None, S.RECEIVED), (S.RECEIVED, S.PROCESSING), (S.PROCESSING, S.DONE)] if watched else [])

@@ -659,3 +659,26 @@ def test_queued_output_goes_out_before_a_failed_connection_closes(places, name, 
             data = read_all(client)
             assert len(data) == (4 << 20) + 1 and data.endswith(b"x\n")
             wait_for(lambda: server.request_table.totals["failed"] >= 1 and not server.connections)
+
+
+class Waiting(reactor.MessageHandler):
+    """Replies once the test lets it go (``server.go``), after saying it started (``server.started``)."""
+
+    def handle(self) -> None:
+        self.server.started.set()
+        assert self.server.go.wait(CLIENT_TIMEOUT)
+        self.wfile.write(self.message)
+
+
+@pytest.mark.timeout(20)
+def test_with_nobody_watching_a_snapshot_still_sees_the_message_processing(places):
+    with make(places, "tcp4", Waiting) as server, served(server), connect(server) as client:
+        server.started, server.go = threading.Event(), threading.Event()
+        assert not server.request_table.watched()
+        client.sendall(b"one\n")
+        assert server.started.wait(CLIENT_TIMEOUT)
+        [record] = server.request_table.snapshot()  # from this thread, while the handler runs on the loop's
+        assert record.state is State.PROCESSING
+        server.go.set()
+        assert recv_exactly(client, 4) == b"one\n"
+        wait_for(lambda: [rec.state for rec in server.request_table] == [State.READING])

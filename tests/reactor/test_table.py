@@ -408,3 +408,10 @@ def test_a_final_transition_leaves_the_table_before_the_state_changes():
     table._records = Watch(table._records)
     table.transition(record, Event.FINISH)
     assert seen == [(record.id, State.PROCESSING)] and record.state is State.DONE
+
+
+def test_the_quiet_pumps_moves_are_the_tables_own() -> None:
+    """Connection._pump moves a record by assignment when nobody watches; each move must be the table's."""
+    machine = TRANSITIONS[Kind.CONNECTION]
+    assert machine[(machine[(S.READING, E.MESSAGE)], E.DISPATCH)] is S.PROCESSING  # READING -> PROCESSING
+    assert machine[(S.PROCESSING, E.REPLY)] is S.READING  # PROCESSING -> READING
