@@ -1,4 +1,4 @@
-"""The event loop: one selector, a timer heap and a wakeup socketpair.
+"""The event loop: one selector, a timer heap (reactor/timers.py) and a wakeup socketpair (reactor/waker.py).
 
 Everything that happens in a reactor happens in ``run_once()``, which is
 the event loop body; ``run()`` calls it until ``stop()``:
@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import selectors
-import signal
 import socket
 import threading
 import time
@@ -37,8 +36,9 @@ from collections import deque
 from typing import Any, Callable
 
 from .errors import ClosedError, UsageError
-from .handles import Handle, TimerHandle, _describe, _IOHandle, _nothing
+from .handles import Handle, TimerHandle, _describe, _IOHandle
 from .timers import TimerHeap
+from .waker import Waker
 
 __all__ = ["Reactor", "Handle", "TimerHandle"]  # the handles live in reactor/handles.py
 
@@ -88,14 +88,10 @@ class Reactor:
         self._stopping = False
         self._closed = False
         self._thread_id: int | None = None
-        # The wakeup socketpair: another thread (or a signal handler) writes
-        # one byte, select() returns, the loop runs what was queued for it.
-        # A socketpair rather than a pipe so the same code would work with
-        # select() on Windows (see web-platform-tests/wpt#53407).
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self.add_reader(self._wake_r, self._drain_wakeup)
+        # Another thread (or a signal handler) writes one byte, select()
+        # returns, the loop runs what was queued for it (reactor/waker.py).
+        self._waker = Waker()
+        self.add_reader(self._waker.reader, self._waker.drain)
 
     # ------------------------------------------------------------------ I/O
 
@@ -214,19 +210,7 @@ class Reactor:
 
     def wakeup(self) -> None:
         """Make a sleeping ``select()`` return now.  Safe from any thread or signal handler."""
-        try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, InterruptedError):
-            pass  # the pipe is full: the loop will wake anyway
-        except OSError:
-            pass  # closed: nothing to wake
-
-    def _drain_wakeup(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
+        self._waker.wake()
 
     def next_timeout(self) -> float | None:
         """Seconds until the loop has work without any I/O: 0 if callbacks
@@ -353,7 +337,7 @@ class Reactor:
         ready = []
         for key, mask in events:
             what = "+".join(n for n, bit in (("read", _READ), ("write", _WRITE)) if mask & bit)
-            label = "wakeup" if key.fileobj is self._wake_r else f"fd {key.fd}"
+            label = "wakeup" if key.fileobj is self._waker.reader else f"fd {key.fd}"
             ready.append(f"{label} {what}")
         limit = "none" if wait is None else f"{wait:.3f}s"
         trace.debug("loop woke after %.3fs (timeout %s): %s", slept, limit, ", ".join(ready))
@@ -368,7 +352,7 @@ class Reactor:
         logger at ERROR, naming the callback, and the loop goes on;
         ``KeyboardInterrupt`` and ``SystemExit`` propagate out of ``run()``.
         """
-        restore = self._wake_on_signals()
+        restore = self._waker.signals()  # a signal wakes the loop, whichever thread the kernel gave it
         try:
             while True:
                 self.run_once()
@@ -377,36 +361,6 @@ class Reactor:
         finally:
             self._stopping = False
             restore()
-
-    def _wake_on_signals(self) -> Callable[[], None]:
-        """While ``run()`` runs in the main thread, a signal wakes the loop.
-
-        Python runs signal handlers in the main thread only, between two
-        bytecodes; but the kernel may deliver the signal to any thread.  If
-        a worker thread takes it, the main thread sleeps on in ``select()``
-        (we never poll) and the handler, say one that calls ``stop()``,
-        waits for the next I/O.  ``signal.set_wakeup_fd`` makes the C-level
-        handler write a byte to our wakeup socketpair, whichever thread it
-        runs on.  Only if nobody else (asyncio, the application) has set
-        one; the previous state comes back when ``run()`` returns.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            return _nothing
-        mine = self._wake_w.fileno()
-        try:
-            before = signal.set_wakeup_fd(mine, warn_on_full_buffer=False)
-        except (ValueError, OSError):
-            return _nothing
-        if before != -1:  # someone else's: theirs stays
-            signal.set_wakeup_fd(before)
-            return _nothing
-
-        def restore() -> None:
-            current = signal.set_wakeup_fd(-1)
-            if current != mine:  # replaced meanwhile: leave theirs
-                signal.set_wakeup_fd(current)
-
-        return restore
 
     def stop(self) -> None:
         """Ask ``run()`` to return after the current iteration.  Any thread.
@@ -475,8 +429,7 @@ class Reactor:
         self._timers.clear()
         self._ready.clear()
         self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._waker.close()
 
     def close_in_child(self, keep: Any = ()) -> None:
         """In a process forked from the loop's: close this copy's descriptors but those in ``keep``.
@@ -489,7 +442,7 @@ class Reactor:
         """
         if self._closed:
             return
-        owned = [key.fileobj for key in self._selector.get_map().values()] + [self._wake_r, self._wake_w]
+        owned = [key.fileobj for key in self._selector.get_map().values()] + [*self._waker.sockets()]
         self._closed = True
         self._selector.close()
         for obj in owned:
