@@ -51,7 +51,6 @@ __all__ = ["Connection", "LINGER"]
 
 log = logging.getLogger("reactor")
 
-_INET = (socket.AF_INET, socket.AF_INET6)
 # The events of every message, as plain globals (an enum member lookup costs
 # a call's worth of time, three times per message).
 _MESSAGE, _DISPATCH, _REPLY = Event.MESSAGE, Event.DISPATCH, Event.REPLY
@@ -163,14 +162,7 @@ class Connection:
     def start(self) -> None:
         """Take over the socket: nonblocking, watched for input."""
         self.sock.setblocking(False)
-        if self.sock.family in _INET:
-            # Replies go out as soon as they are ready: without this, Nagle's
-            # algorithm holds a small reply back until the peer acknowledges
-            # the previous one, which a delayed ACK makes about 40 ms.
-            try:
-                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        self._output.start()
         self._table.transition(self.record, Event.START, "framed: the reactor reads")
         self._input.watch(True)
         self._deadline.arm("idle_timeout")
@@ -440,20 +432,18 @@ class Connection:
         self._input.watch(True)
 
     def _finish_close(self) -> None:
-        if self._failure:  # a failed connection ends FAILED, once its replies are out
-            self._table.transition(self.record, Event.ERROR, self._failure)
-        else:
-            self._table.transition(self.record, Event.FINISH, f"{self.messages} message(s)")
-        self._release()
+        self._end(Event.FINISH, f"{self.messages} message(s)")
 
     def abort(self, reason: str) -> None:
         """Close now, dropping queued output (the server is closing, or the peer is gone)."""
-        if self.record.state in _OVER:
-            return
-        if self._failure:  # it had failed already: it still ends FAILED
-            self._table.transition(self.record, Event.ERROR, f"{self._failure}; then {reason}")
-        else:
-            self._table.transition(self.record, Event.ABORT, reason)
+        if self.record.state not in _OVER:
+            self._end(Event.ABORT, reason)
+
+    def _end(self, event: Event, reason: str) -> None:
+        """The record's last move, ``event``; a connection that failed ends FAILED whatever ends it."""
+        if self._failure:
+            event, reason = Event.ERROR, self._failure if event is Event.FINISH else f"{self._failure}; then {reason}"
+        self._table.transition(self.record, event, reason)
         self._release()
 
     def _broken(self, exc: OSError) -> None:
