@@ -8,9 +8,7 @@ and drives its record through the table:
     PROCESSING -reply-> READING              (output queued, below high water)
     PROCESSING -backlog-> WRITING -drained-> READING   (the peer reads slowly)
     READING -eof/close/protocol-> CLOSING -finish-> CLOSED
-    any -abort-> CLOSED
-    READING/READY/PROCESSING/WRITING -error-> CLOSING -error-> FAILED
-                                     (the replies made before the failure go out first)
+    any -abort-> CLOSED      READING/READY/PROCESSING/WRITING -error-> CLOSING -error-> FAILED
 
 Invariants:
 
@@ -116,14 +114,12 @@ class Connection:
     def send(self, data: bytes) -> None:
         """Queue ``data`` for this connection's peer, outside its own replies.
 
-        For pushing to *other* connections (a chat room's broadcast, a
-        notification): a handler's reply to its own message goes through
-        ``wfile``/``request`` as usual.  The bytes go out after anything
-        already queued, as the peer reads; this never blocks and never
-        pauses anyone's input.  How much may pile up for a slow peer is the
-        caller's policy: watch ``queued`` (the library's ``write_timeout``
-        still drops a peer that stops reading altogether).  From another
-        thread, the data is handed to the loop thread to queue.  Raises
+        For pushing to *other* connections (a chat room's broadcast): a
+        reply to one's own message goes through ``wfile``/``request``.  The
+        bytes go out after anything queued, as the peer reads; this never
+        blocks nor pauses anyone's input.  How much may pile up for a slow
+        peer is the caller's policy: watch ``queued`` (``write_timeout``
+        still drops a peer that stops reading).  Any thread.  Raises
         ``ClosedError`` once the connection is closing or closed.
         """
         if self.record.state in (_CLOSING, State.CLOSED, State.FAILED):
@@ -204,14 +200,9 @@ class Connection:
         """Dispatch buffered messages one at a time while the connection is READING.
 
         Whether anyone watches the table (an observer, the trace) is decided
-        once here, for the whole pump.  If nobody does, a message handled
-        within the pump moves its record READING -> PROCESSING -> READING
-        by plain assignment (what MESSAGE+DISPATCH and REPLY would do,
-        without the lookups, the clock and the logging checks), and the
-        record's ``changed`` is the time of this pump.  Whoever reads the
-        table from another thread still sees PROCESSING while the handler
-        runs; a message that has to wait for a worker is moved to READY
-        through ``transition()``, as is everything else.
+        once here: if nobody does, a message handled within this pump moves
+        its record READING -> PROCESSING -> READING by assignment (see the
+        table's rule 1), and ``changed`` is the time of the pump.
         """
         self._pumping = True
         self._quiet = quiet = not self._table.watched()

@@ -66,12 +66,9 @@ class Output:
             return self.flush()
         # Nothing queued (the common case): send straight from ``data`` and
         # queue only what the kernel did not take.
-        try:
-            sent = self._sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            return exc
+        sent = self._kernel_takes(data)
+        if type(sent) is not int:
+            return sent
         self._record.bytes_out += sent
         if sent < len(data):
             self._queue += memoryview(data)[sent:]
@@ -100,17 +97,23 @@ class Output:
     def flush(self) -> OSError | None:
         """Send what is queued without blocking; the socket's error, if it broke."""
         queue = self._queue
-        try:
-            sent = self._sock.send(queue)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            return exc
+        sent = self._kernel_takes(queue)
+        if type(sent) is not int:
+            return sent
         if sent:
             self._record.bytes_out += sent
             del queue[:sent]
         self._watch(bool(queue))
         return None
+
+    def _kernel_takes(self, data: Any) -> int | OSError:
+        """One nonblocking ``send()``: how many bytes the kernel took (0 if none), or its error."""
+        try:
+            return self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            return exc
 
     def forget(self) -> None:
         """The socket is closing: unwatch it (what is held or queued is dropped)."""

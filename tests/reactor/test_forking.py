@@ -33,6 +33,21 @@ class Upper(reactor.MessageHandler):
         self.wfile.write(self.rfile.readline().upper())
 
 
+def exchange(r: reactor.Reactor, client: socket.socket, lines: bytes) -> bytes:
+    """Send ``lines``, stepping ``r`` until as many lines came back; return them."""
+    client.sendall(lines)
+    client.setblocking(False)
+    replies = bytearray()
+
+    def answered() -> bool:
+        with contextlib.suppress(BlockingIOError):
+            replies.extend(client.recv(100))
+        return replies.count(b"\n") == lines.count(b"\n")
+
+    run_until(r, answered)
+    return bytes(replies)
+
+
 @pytest.mark.timeout(20)
 def test_children_are_reaped_through_sigchld_where_there_are_no_pidfds(monkeypatch):
     monkeypatch.delattr(os, "pidfd_open", raising=False)
@@ -42,19 +57,7 @@ def test_children_are_reaped_through_sigchld_where_there_are_no_pidfds(monkeypat
     try:
         with reactor.Reactor() as r, socket.create_connection(server.server_address, CLIENT_TIMEOUT) as client:
             r.add_server(server)
-            client.sendall(b"one\ntwo\n")
-            client.setblocking(False)
-            replies = bytearray()
-
-            def answered() -> bool:
-                try:
-                    replies.extend(client.recv(100))
-                except BlockingIOError:
-                    pass
-                return replies.count(b"\n") == 2
-
-            run_until(r, answered)
-            assert bytes(replies) == b"ONE\nTWO\n"
+            assert exchange(r, client, b"one\ntwo\n") == b"ONE\nTWO\n"
             run_until(r, lambda: not strategy.children)  # reaped, not left as zombies
             assert signal.getsignal(signal.SIGCHLD) is not previous  # the fallback was used
             r.remove_server(server)
@@ -82,17 +85,8 @@ def test_a_first_child_that_exits_before_the_sigchld_handler_is_set_is_still_rea
     try:
         with reactor.Reactor() as r, socket.create_connection(server.server_address, CLIENT_TIMEOUT) as client:
             r.add_server(server)
-            client.sendall(b"one\n")
-            client.setblocking(False)
-            reply = bytearray()
-
-            def answered() -> bool:
-                with contextlib.suppress(BlockingIOError):
-                    reply.extend(client.recv(100))
-                return reply.endswith(b"\n")
-
-            run_until(r, answered)  # sent once the child is reaped
-            assert bytes(reply) == b"ONE\n" and not strategy.children
+            assert exchange(r, client, b"one\n") == b"ONE\n"  # sent once the child is reaped
+            assert not strategy.children
             r.remove_server(server)
     finally:
         server.server_close()
