@@ -23,11 +23,16 @@ class DatagramRequestHandler(BaseRequestHandler):
     """Provides ``self.rfile`` (the datagram) and ``self.wfile`` (the reply)."""
 
     def setup(self) -> None:
+        """Set ``self.packet`` and ``self.socket`` from the request, ``self.rfile``
+        (reads the packet) and ``self.wfile`` (collects the reply).  An override
+        must call ``super().setup()``."""
         self.packet, self.socket = self.request
         self.rfile = io.BytesIO(self.packet)
         self.wfile = io.BytesIO()
 
     def finish(self) -> None:
+        """Send what was written to ``wfile`` back to the client, as one datagram
+        (empty if nothing was written; nothing to an unbound Unix client)."""
         if self.client_address in (None, "", b""):
             return  # an unbound Unix datagram client: there is no address to answer
         self.socket.sendto(self.wfile.getvalue(), self.client_address)

@@ -110,6 +110,7 @@ class Terminator(Framer):
         return bytes(data[:end]), end
 
     def encode(self, message: Data) -> bytes:
+        """``message`` with the terminator after it (unless it already ends with it)."""
         message = bytes(message)
         return message if message.endswith(self.terminator) else message + self.terminator
 
@@ -163,6 +164,10 @@ class LengthPrefixed(Framer):
         return bytes(data[width:end]), end
 
     def encode(self, message: Data) -> bytes:
+        """``message`` after its length in ``width`` bytes, ``byteorder``.
+
+        Raises ``UsageError`` if the length does not fit the prefix.
+        """
         message = bytes(message)
         if len(message) >= 1 << (8 * self.width):
             raise UsageError(f"{len(message)} bytes do not fit a {self.width}-byte length")

@@ -234,11 +234,17 @@ class MessageHandler(BaseRequestHandler):
     wfile = _OnFirstUse(MessageWriter)
 
     def setup(self) -> None:
+        """Set ``self.message`` (the message's bytes) and ``self.connection``.
+
+        An override must call ``super().setup()`` to have them.
+        """
         request = self.request
         self.message = request.message
         self.connection = request.connection
 
     def finish(self) -> None:
+        """Close ``wfile`` and ``rfile`` if they were used.  The reply goes out
+        once the server closes the request (``close_request``)."""
         made = self.__dict__
         if "wfile" in made:
             made["wfile"].close()

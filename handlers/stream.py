@@ -63,6 +63,11 @@ class StreamRequestHandler(BaseRequestHandler):
     disable_nagle_algorithm = False
 
     def setup(self) -> None:
+        """Make ``self.connection`` (the socket), ``self.rfile`` and ``self.wfile``.
+
+        Applies ``timeout`` and ``disable_nagle_algorithm`` first.  An
+        override must call ``super().setup()`` before using the files.
+        """
         self.connection = self.request
         if self.timeout is not None:
             self.connection.settimeout(self.timeout)
@@ -75,6 +80,10 @@ class StreamRequestHandler(BaseRequestHandler):
             self.wfile = self.connection.makefile("wb", self.wbufsize)
 
     def finish(self) -> None:
+        """Flush ``wfile`` (a peer that went away is ignored), then close both files.
+
+        The socket itself is closed by the server (``shutdown_request``).
+        """
         if not self.wfile.closed:
             try:
                 self.wfile.flush()

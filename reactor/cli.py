@@ -166,6 +166,14 @@ def _number(cast: Callable[[str], Any], what: str, zero: bool = False) -> Callab
     return convert
 
 
+def _is_handler_class(cls: type) -> bool:
+    """A subclass of reactor's ``BaseRequestHandler`` or of the stdlib's (the servers serve both:
+    ``http.server.SimpleHTTPRequestHandler``, or a module that did ``import socketserver``)."""
+    return issubclass(cls, BaseRequestHandler) or any(
+        base.__name__ == "BaseRequestHandler" and base.__module__ == "socketserver" for base in cls.__mro__
+    )
+
+
 def load_handler(spec: str) -> type:
     """Import ``MODULE:CLASS`` and check it is a request handler class."""
     module_name, sep, class_name = spec.partition(":")
@@ -185,7 +193,7 @@ def load_handler(spec: str) -> type:
         handler = getattr(module, class_name)
     except AttributeError:
         raise UsageFailure(f"cannot import handler {spec!r}: module {module_name!r} has no {class_name!r}") from None
-    if not (isinstance(handler, type) and issubclass(handler, BaseRequestHandler)):
+    if not (isinstance(handler, type) and _is_handler_class(handler)):
         raise UsageFailure(f"cannot import handler {spec!r}: not a request handler class (BaseRequestHandler)")
     return handler
 

@@ -54,6 +54,15 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 
 
+def _not_ours(server: Any) -> str:
+    """Why ``add_server`` refuses ``server``, and what to do instead."""
+    cls = type(server)
+    if any(base.__module__ == "socketserver" for base in cls.__mro__):
+        return (f"{cls.__name__} is the standard library's socketserver class, which a reactor cannot serve: "
+                "import it from reactor instead (import reactor as socketserver)")  # fmt: skip
+    return f"{server!r} is not a server a reactor can serve (reactor.TCPServer, UDPServer, the Unix ones and their subclasses)"
+
+
 def _closed(fileobj: Any) -> bool:
     """True if ``fileobj`` no longer has a descriptor (it was closed)."""
     try:
@@ -244,7 +253,10 @@ class Reactor:
         self._check_open()
         if server in self._servers:
             raise UsageError(f"{server!r} is already served by this reactor")
-        server._attach(self, poll_interval)
+        attach = getattr(server, "_attach", None)
+        if attach is None:
+            raise UsageError(_not_ours(server))
+        attach(self, poll_interval)
         self._servers.append(server)
 
     def remove_server(self, server: Any) -> bool:

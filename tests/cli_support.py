@@ -20,13 +20,14 @@ EXIT_TIMEOUT = 10.0
 class Command:
     """``python -m reactor serve ARGS`` as a subprocess; stderr goes to a file (never a full pipe).
 
-    ``env`` adds to the environment; ``limit`` is the RLIMIT_NOFILE (soft, hard) to
+    ``env`` adds to the environment (or replaces its variables);
+    ``cwd`` is where it runs (the project by default); ``limit`` is the RLIMIT_NOFILE (soft, hard) to
     start it with; ``traced=False`` for a command whose signal handler may raise
     (see ``untraced_environment``).
     """
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, limit: tuple[int, int] | None = None,
-                 traced: bool = True) -> None:  # fmt: skip
+                 traced: bool = True, cwd: Any = ROOT) -> None:  # fmt: skip
         self.errors = tempfile.TemporaryFile(mode="w+")
 
         def lower_limit() -> None:
@@ -34,7 +35,7 @@ class Command:
 
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reactor", "serve", *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=self.errors, text=True,
+            cwd=cwd, stdout=subprocess.PIPE, stderr=self.errors, text=True,
             env={**(os.environ if traced else untraced_environment()), **(env or {})},
             preexec_fn=lower_limit if limit else None,
         )  # fmt: skip

@@ -15,6 +15,7 @@ import socket
 import stat
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -286,3 +287,38 @@ def test_line_echo_answers_pipelined_lines_in_order(places):
     with ServingThread(server):
         payload = b"".join(b"line %d\n" % i for i in range(200))
         assert client_exchange("tcp4", server.server_address, payload) == payload
+
+
+# ------------------------------------------------- handlers written for the stdlib
+
+
+@pytest.mark.timeout(30)
+def test_the_stdlibs_own_http_handler_is_served(tmp_path):
+    """``http.server:SimpleHTTPRequestHandler`` (a subclass of the stdlib's socketserver classes) was refused."""
+    (tmp_path / "hello.txt").write_text("served by reactor\n")
+    command = Command("http.server:SimpleHTTPRequestHandler", "--tcp", "127.0.0.1:0", "--dispatch", "thread:2",
+                      cwd=tmp_path)
+    try:
+        host, port = command.serving(1)["tcp4"]
+        with urllib.request.urlopen(f"http://{host}:{port}/hello.txt", timeout=EXIT_TIMEOUT) as reply:
+            assert reply.status == 200 and reply.read() == b"served by reactor\n"
+        assert command.stop() == 0
+    finally:
+        command.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_handler_written_with_import_socketserver_is_served(tmp_path):
+    (tmp_path / "legacy.py").write_text(
+        "import socketserver\n\n\n"
+        "class Shout(socketserver.StreamRequestHandler):\n"
+        "    def handle(self):\n"
+        "        self.wfile.write(self.rfile.readline().upper())\n"
+    )
+    command = Command("legacy:Shout", "--tcp", "127.0.0.1:0", env={"PYTHONPATH": str(tmp_path)})
+    try:
+        found = command.serving(1)
+        assert client_exchange("tcp4", found["tcp4"], b"quiet\n") == b"QUIET\n"
+        assert command.stop() == 0
+    finally:
+        command.close()

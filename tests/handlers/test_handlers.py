@@ -407,3 +407,15 @@ def test_stream_line_echo_long_lines_come_back_whole(name: str, places: Any) -> 
             reply = client_exchange(name, server.server_address, payload, places)
     assert server.errors == []
     assert reply == payload
+
+
+@pytest.mark.parametrize("owner, name", [
+    (handlers.MessageHandler, "setup"), (handlers.MessageHandler, "finish"),
+    (handlers.StreamRequestHandler, "setup"), (handlers.StreamRequestHandler, "finish"),
+    (handlers.DatagramRequestHandler, "setup"), (handlers.DatagramRequestHandler, "finish"),
+    (handlers.LengthPrefixed, "encode"), (handlers.Terminator, "encode"),
+], ids=lambda x: getattr(x, "__name__", x))  # fmt: skip
+def test_methods_that_do_work_say_what_they_do(owner, name):
+    """help() showed the base class's "does nothing" for these."""
+    own = owner.__dict__[name].__doc__  # the class's own method, not one inherited
+    assert own and "Does nothing" not in own and "unchanged by default" not in own, own

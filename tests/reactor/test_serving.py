@@ -297,3 +297,15 @@ def test_timers_of_an_embedded_reactor_are_honoured_via_next_timeout():
     with reactor.Reactor() as r:
         asyncio.run(main(r))
     assert fired == ["timer"]
+
+
+@pytest.mark.timeout(10)
+def test_adding_a_stdlib_server_says_to_change_the_import():
+    import socketserver
+
+    with socketserver.TCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler) as stdlib_server, reactor.Reactor() as r:
+        with pytest.raises(reactor.UsageError, match="standard library's socketserver.*import reactor as socketserver"):
+            r.add_server(stdlib_server)
+        with pytest.raises(reactor.UsageError, match="not a server a reactor can serve"):
+            r.add_server(object())
+        assert r.servers == ()
