@@ -423,7 +423,10 @@ class BaseServer:
         not change a socket's blocking mode: that flag is shared with the parent.
         """
         self._serving.forget_in_child()
-        socks = [record.request for record in self.request_table.snapshot()]
+        # The parent's table is the one truth: what this copy says is the child's.
+        table = self.request_table
+        table.name = f"{table.name} [child {os.getpid()}]"
+        socks = [record.request for record in table.snapshot()]
         socks += [connection.sock for connection in self._connections]
         socks.append(getattr(self, "socket", None))
         for sock in socks:

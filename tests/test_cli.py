@@ -10,6 +10,7 @@ tested in-process.  A process still alive at the end is killed.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -20,7 +21,7 @@ import urllib.request
 import pytest
 
 from cli_support import EXIT_TIMEOUT, ROOT, Command
-from conftest import ServingThread, client_exchange, family_params
+from conftest import ServingThread, client_exchange, family_params, wait_for
 from handlers.echo import ChunkEcho, LineEcho, Upper
 from reactor.cli import UsageFailure, load_handler, parse_address
 
@@ -320,5 +321,21 @@ def test_a_handler_written_with_import_socketserver_is_served(tmp_path):
         found = command.serving(1)
         assert client_exchange("tcp4", found["tcp4"], b"quiet\n") == b"QUIET\n"
         assert command.stop() == 0
+    finally:
+        command.close()
+
+
+@pytest.mark.timeout(30)
+def test_under_fork_a_childs_copy_of_the_table_says_it_is_the_childs():
+    """The trace showed ``#1 PROCESSING -> CLOSED`` twice, the child's copy speaking as the parent."""
+    command = Command("handlers.echo:StreamLineEcho", "--tcp", "127.0.0.1:0", "--dispatch", "fork:2", "--trace")
+    try:
+        found = command.serving(1)
+        assert client_exchange("tcp4", found["tcp4"], b"forked\n") == b"forked\n"
+        wait_for(lambda: "(the child ended)" in command.stderr(), what="the parent reaped the child")
+        assert command.stop() == 0
+        closed = [line for line in command.stderr().splitlines() if "#1 PROCESSING -> CLOSED" in line]
+        children = [line for line in closed if re.search(r"\[child \d+\] #1", line)]
+        assert len(closed) == 2 and len(children) == 1, closed  # the parent's line, and the child's, labelled
     finally:
         command.close()
