@@ -87,7 +87,10 @@ class Fork(_Bounded):
             "server": server, "request": request, "output": bytearray(), "pipe": None, "reactor": server.reactor,
         }  # fmt: skip
         self.children[pid] = info
-        info["record"] = server.request_table.open(Kind.CHILD, pid, pid, getattr(server, "address_family", 0))
+        table = server.request_table
+        served = table.find(request) or getattr(getattr(request, "connection", None), "record", None)
+        what = f"new child, pid {pid}" + (f", running #{served.id}" if served is not None else "")
+        info["record"] = table.open(Kind.CHILD, pid, pid, getattr(server, "address_family", 0), what=what)
         if pipe:
             os.close(pipe[1])
             info["pipe"] = pipe[0]

@@ -204,6 +204,11 @@ def family_name(family: int, kind: Kind) -> str:
 _LABELS: dict[tuple[int, Kind], str] = {}
 
 
+def describe_peer(peer: Any) -> str:
+    """A client address for people: ``('127.0.0.1', 5000)``, a path, or "an unnamed Unix socket"."""
+    return "an unnamed Unix socket" if peer in ("", b"", None) else repr(peer)
+
+
 class Size:
     """A transition's reason, "41 B" (the length of ``data`` now), formatted only if someone reads it."""
 
@@ -274,13 +279,16 @@ class RequestTable:
 
     # ------------------------------------------------------------ changing
 
-    def open(self, kind: Kind, request: Any, peer: Any, family: int, size: int = 0, quiet: bool = False) -> Record:
+    def open(
+        self, kind: Kind, request: Any, peer: Any, family: int, size: int = 0, quiet: bool = False, what: str = ""
+    ) -> Record:
         """Add a record for a request that just arrived and return it.
 
         ``request`` is the object the server hands its methods (a socket, or
         a ``(data, socket)`` pair); ``find(request)`` returns the record
         while it is live.  ``size`` is the number of bytes already received.
-        ``quiet`` (for short-lived records, a datagram's): if nobody watches
+        ``what`` says what it is, for the trace (default: "new tcp4 request
+        from PEER").  ``quiet`` (for short-lived records, a datagram's): if nobody watches
         now, nobody will be told of this record's moves, and its
         ``changed`` stays its ``created`` (``record.quiet`` says so); it is
         in the table, and in every snapshot, all the same.
@@ -293,7 +301,7 @@ class RequestTable:
             self._by_request[id(request)] = record
             self.totals["opened"] += 1
         if self._observers or trace.isEnabledFor(_DEBUG):
-            self._report(record, None, None, record.state, f"new {record.family} request from {peer!r}")
+            self._report(record, None, None, record.state, what or f"new {record.family} request from {describe_peer(peer)}")
         else:
             record.quiet = quiet
         return record

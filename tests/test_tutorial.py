@@ -274,7 +274,7 @@ def test_fork_runs_the_handler_in_children_with_child_records() -> None:
     handlers = handler_rows(rows)
     assert len(handlers) == 4 and all(where.startswith("child ") for where, _, _ in handlers)
     pids = {pid for _, pid, _ in handlers}
-    child_records = re.compile(r"#\d+ PROCESSING: new child request from (\d+)$")
+    child_records = re.compile(r"#\d+ PROCESSING: new child, pid (\d+), running #\d+$")
     recorded = {m[1] for _, _, message in rows if (m := child_records.search(message))}
     assert len(pids) == 2 and pids == recorded
     exits = [message for _, _, message in rows if message.endswith("PROCESSING -> DONE: finish (exit status 0x0)")]

@@ -13,8 +13,8 @@ the child process), so the three runs can be compared:
   goes on turning; a worker's reply wakes the loop through its wakeup
   socketpair ("wakeup read");
 * ``Fork(2)``: each message's handler runs in a child process, which the
-  request table tracks as a record of its own (``new child request from
-  <pid>``); the loop learns of the child's exit from its pidfd.
+  request table tracks as a record of its own (``new child, pid <pid>,
+  running #<n>``); the loop learns of the child's exit from its pidfd.
 
 Run it:
 

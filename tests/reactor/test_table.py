@@ -106,8 +106,9 @@ def states_of(kind: Kind) -> list[State]:
     return [INITIAL_STATE[kind], *dict.fromkeys(new for new in TRANSITIONS[kind].values())]
 
 
-def open_record(table: RequestTable, kind: Kind, request: object | None = None, family: int = socket.AF_INET):
-    return table.open(kind, request if request is not None else Request(), PEER, family)
+def open_record(table: RequestTable, kind: Kind, request: object | None = None, family: int = socket.AF_INET,
+                peer: object = PEER):  # fmt: skip
+    return table.open(kind, request if request is not None else Request(), peer, family)
 
 
 LEGAL = [
@@ -415,3 +416,21 @@ def test_the_quiet_pumps_moves_are_the_tables_own() -> None:
     machine = TRANSITIONS[Kind.CONNECTION]
     assert machine[(machine[(S.READING, E.MESSAGE)], E.DISPATCH)] is S.PROCESSING  # READING -> PROCESSING
     assert machine[(S.PROCESSING, E.REPLY)] is S.READING  # PROCESSING -> READING
+
+
+def test_peers_are_described_for_people() -> None:
+    from reactor.table import describe_peer
+
+    assert describe_peer("") == describe_peer(b"") == describe_peer(None) == "an unnamed Unix socket"
+    assert describe_peer(("127.0.0.1", 5000)) == "('127.0.0.1', 5000)"
+    assert describe_peer("/run/app.sock") == "'/run/app.sock'"
+
+
+def test_the_trace_says_an_unnamed_unix_socket_and_what_a_child_runs(caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="reactor.trace")
+    table = RequestTable("unix /tmp/s.sock")
+    conn = open_record(table, Kind.STREAM, family=socket.AF_UNIX, peer="")
+    table.open(Kind.CHILD, 4242, 4242, socket.AF_UNIX, what=f"new child, pid 4242, running #{conn.id}")
+    lines = [r.getMessage() for r in caplog.records if r.name == "reactor.trace"]
+    assert lines == ["unix /tmp/s.sock #1 ACCEPTED: new unix request from an unnamed Unix socket",
+                     "unix /tmp/s.sock #2 PROCESSING: new child, pid 4242, running #1"]
