@@ -34,6 +34,7 @@ from typing import Any
 from handlers.message import MessageRequest
 
 from .ownaddress import OwnAddress
+from .servers import BaseServer
 from .tcp import TCPServer
 from .table import Event, Kind, Record, State
 
@@ -337,11 +338,11 @@ class UDPServer(TCPServer):
     def close_request(self, request: Any) -> None:
         """The server socket is shared by every datagram: nothing to close.
 
-        For a framed handler's request, this is where its reply is sent.
+        For a framed handler's request, this is where its reply is sent
+        (``BaseServer.close_request``, skipping ``TCPServer``'s, which closes
+        a connection's socket).
         """
-        if isinstance(request, MessageRequest):
-            request.close()
-        self._request_over(request)
+        BaseServer.close_request(self, request)
 
     def _take(self, request: Any, client_address: Any) -> None:
         table, family = self.request_table, self.address_family
