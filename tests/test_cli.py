@@ -339,3 +339,28 @@ def test_under_fork_a_childs_copy_of_the_table_says_it_is_the_childs():
         assert len(closed) == 2 and len(children) == 1, closed  # the parent's line, and the child's, labelled
     finally:
         command.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("level, tracebacks", [("warning", 2), ("critical", 1)])
+def test_a_failing_handler_shows_its_traceback_twice_unless_the_log_level_hides_one(tmp_path, level, tracebacks):
+    """docs/cli.md, "When a handler raises": the log record and the stdlib's block; --log-level critical keeps one."""
+    (tmp_path / "fragile.py").write_text(
+        "import reactor\n\n\n"
+        "class Fragile(reactor.StreamRequestHandler):\n"
+        "    def handle(self):\n"
+        "        raise ValueError(self.rfile.readline())\n"
+    )
+    command = Command("fragile:Fragile", "--tcp", "127.0.0.1:0", "--log-level", level,
+                      env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+    try:
+        found = command.serving(1)
+        client_exchange("tcp4", found["tcp4"], b"boom\n")
+        wait_for(lambda: command.stderr().count("Traceback") >= tracebacks and "-" * 40 in command.stderr())
+        assert command.stop() == 0
+        err = command.stderr()
+        assert err.count("Traceback (most recent call last)") == tracebacks, err
+        assert "Exception occurred during processing of request from" in err  # the stdlib's block, always
+        assert ("ERROR reactor: exception while processing a request" in err) == (level == "warning"), err
+    finally:
+        command.close()
