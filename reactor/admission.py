@@ -145,6 +145,10 @@ class Admission:
     def __repr__(self) -> str:
         return f"<Admission {self.server.request_table.name} {self.state.name}>"
 
+    def trace_label(self, fd: int) -> str:
+        """What the trace calls the server's socket: ``tcp4 127.0.0.1:9000 listener``."""
+        return f"{self.server.request_table.name} {'listener' if self._streams else 'socket'}"
+
     # ------------------------------------------------------------- the burst
 
     def on_readable(self) -> None:

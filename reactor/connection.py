@@ -153,6 +153,10 @@ class Connection:
     def __repr__(self) -> str:
         return f"<Connection #{self.record.id} {self.client_address!r} {self.record.state.name}>"
 
+    def trace_label(self, fd: int) -> str:
+        """What the trace calls our socket: the server and the record (``tcp4 127.0.0.1:9000 #3``)."""
+        return f"{self._table.name} #{self.record.id}"
+
     # ---------------------------------------------------------------- starting
 
     def start(self) -> None:

@@ -90,6 +90,7 @@ class Fork(_Bounded):
         table = server.request_table
         served = table.find(request) or getattr(getattr(request, "connection", None), "record", None)
         what = f"new child, pid {pid}" + (f", running #{served.id}" if served is not None else "")
+        info["serves"] = served.id if served is not None else None
         info["record"] = table.open(Kind.CHILD, pid, pid, getattr(server, "address_family", 0), what=what)
         if pipe:
             os.close(pipe[1])
@@ -178,6 +179,13 @@ class Fork(_Bounded):
         # The first child was forked before the handler was there: if it
         # has exited already, its SIGCHLD went to nobody.  Look once.
         reactor.call_soon(self.collect)
+
+    def trace_label(self, fd: int, pid: int) -> str:
+        """What the trace calls a child's descriptors: its output pipe, or its pidfd (it exited)."""
+        info = self.children.get(pid)
+        what = "output" if info is not None and info["pipe"] == fd else "exit"
+        serves = info.get("serves") if info is not None else None
+        return f"child {pid} {what}" + (f" for #{serves}" if serves is not None else "")
 
     def _read_output(self, pid: int) -> None:
         info = self.children.get(pid)

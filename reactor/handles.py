@@ -61,6 +61,12 @@ def _describe(handle: Handle) -> str:
     return f"{type(owner).__name__}.{getattr(callback, '__name__', '?')} on {owner!r}"
 
 
+class _Posted(Handle):
+    """A callback another thread queued (``call_soon_threadsafe``); the trace says so."""
+
+    __slots__ = ()
+
+
 class _IOHandle(Handle):
     """A reader or writer registration; cancelling it unwatches the descriptor."""
 

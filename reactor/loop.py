@@ -36,7 +36,7 @@ from collections import deque
 from typing import Any, Callable
 
 from .errors import ClosedError, UsageError
-from .handles import Handle, TimerHandle, _describe, _IOHandle
+from .handles import Handle, TimerHandle, _describe, _IOHandle, _Posted
 from .timers import TimerHeap
 from .waker import Waker
 
@@ -61,6 +61,18 @@ def _not_ours(server: Any) -> str:
         return (f"{cls.__name__} is the standard library's socketserver class, which a reactor cannot serve: "
                 "import it from reactor instead (import reactor as socketserver)")  # fmt: skip
     return f"{server!r} is not a server a reactor can serve (reactor.TCPServer, UDPServer, the Unix ones and their subclasses)"
+
+
+def _fd_label(key: Any) -> str:
+    """Whose descriptor woke the loop, for the trace: its owner's ``trace_label(fd, *args)``
+    (the object whose method is the callback: a connection names its record, a server's
+    admission its listener, a strategy its child), else ``fd N``."""
+    for handle in key.data:
+        if handle is not None:
+            label = getattr(getattr(handle.callback, "__self__", None), "trace_label", None)
+            if label is not None:
+                return label(key.fd, *handle.args)
+    return f"fd {key.fd}"
 
 
 def _closed(fileobj: Any) -> bool:
@@ -212,7 +224,7 @@ class Reactor:
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> Handle:
         """Like ``call_soon`` but callable from any thread; wakes the loop."""
-        handle = Handle(callback, args)
+        handle = _Posted(callback, args)
         self._ready.append(handle)  # deque.append is atomic
         self.wakeup()
         return handle
@@ -326,6 +338,9 @@ class Reactor:
         # 5. Callbacks queued before this point; ones they queue wait a turn.
         for _ in range(len(self._ready)):
             handle = self._ready.popleft()
+            if tracing and type(handle) is _Posted and not handle.cancelled:
+                # What a "wakeup read" was for: another thread posted this.
+                trace.debug("posted by another thread: %s", _describe(handle))
             if not handle.cancelled:
                 try:
                     handle.callback(*handle.args)
@@ -349,8 +364,7 @@ class Reactor:
         ready = []
         for key, mask in events:
             what = "+".join(n for n, bit in (("read", _READ), ("write", _WRITE)) if mask & bit)
-            label = "wakeup" if key.fileobj is self._waker.reader else f"fd {key.fd}"
-            ready.append(f"{label} {what}")
+            ready.append(f"{_fd_label(key)} {what}")
         limit = "none" if wait is None else f"{wait:.3f}s"
         trace.debug("loop woke after %.3fs (timeout %s): %s", slept, limit, ", ".join(ready))
 

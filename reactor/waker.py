@@ -88,6 +88,10 @@ class Waker:
 
         return restore
 
+    def trace_label(self, fd: int) -> str:
+        """What the trace calls our reading end."""
+        return "wakeup"
+
     def sockets(self) -> tuple[socket.socket, socket.socket]:
         """Both ends (a forked child closes its copies)."""
         return self.reader, self._writer

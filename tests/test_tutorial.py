@@ -111,12 +111,15 @@ def step5_sections() -> dict[str, list[str]]:
 
 def loose(line: str) -> str:
     """Step 5's comparison key: normalised, and a wake-up's list of what was
-    ready reduced to its distinct kinds (``fd N read, fd N read`` -> ``fd N read``)."""
+    ready reduced to its distinct kinds (``fd N read, fd N read`` -> ``fd N read``).
+    A child's output pipe and its pidfd are one kind: whether its output and
+    its exit wake the loop together or one after the other is the kernel's timing."""
     line = normalise(line)
     if "loop woke" not in line:
         return line
     head, ready = line.split("): ", 1)
-    return f"{head}): {', '.join(sorted(set(ready.split(', '))))}"
+    kinds = {re.sub(r"^child N (output|exit) ", "child N ", item) for item in ready.split(", ")}
+    return f"{head}): {', '.join(sorted(kinds))}"
 
 
 # ------------------------------------------------------------- the steps run

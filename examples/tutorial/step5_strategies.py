@@ -11,7 +11,7 @@ the child process), so the three runs can be compared:
   the loop sleeps with it, and a timer due 20 ms in fires some 80 ms late;
 * ``ThreadPool(2)``: the loop hands each message to a worker thread and
   goes on turning; a worker's reply wakes the loop through its wakeup
-  socketpair ("wakeup read");
+  socketpair ("wakeup read", then "posted by another thread: ...");
 * ``Fork(2)``: each message's handler runs in a child process, which the
   request table tracks as a record of its own (``new child, pid <pid>,
   running #<n>``); the loop learns of the child's exit from its pidfd.

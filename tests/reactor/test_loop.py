@@ -678,3 +678,33 @@ def test_a_signal_taken_by_another_thread_still_wakes_run():
             signal.signal(signal.SIGUSR1, previous)
         assert handled and set(handled) == {"MainThread"}
         assert signal.set_wakeup_fd(-1) == -1  # run() gave the wakeup fd back
+
+
+class _Labelled:
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def on_readable(self, sock: socket.socket) -> None:
+        self.seen.append(len(sock.recv(100)))
+
+    def trace_label(self, fd: int, sock: socket.socket) -> str:
+        return f"my socket (fd {fd} is {sock.fileno()})"
+
+
+def test_the_trace_names_whose_descriptor_woke_the_loop(caplog, socks):
+    caplog.set_level(logging.DEBUG, logger="reactor.trace")
+    a, b = new_pair(socks)
+    c, d = new_pair(socks)
+    owner = _Labelled()
+    with Reactor() as r:
+        r.add_reader(a, owner.on_readable, a)
+        r.add_reader(c, lambda: c.recv(100))
+        b.send(b"x")
+        d.send(b"y")
+        r.call_soon_threadsafe(noop)  # another thread's post: a wakeup, explained when it runs
+        r.run_once(CLIENT_TIMEOUT)
+        r.run_once(0)
+    lines = " | ".join(rec.getMessage() for rec in caplog.records if rec.name == "reactor.trace")
+    assert f"my socket (fd {a.fileno()} is {a.fileno()}) read" in lines  # its owner's trace_label
+    assert f"fd {c.fileno()} read" in lines  # no label: the number
+    assert "wakeup read" in lines and "posted by another thread: noop" in lines
