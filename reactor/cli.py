@@ -281,13 +281,20 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
 # ------------------------------------------------------------ serving
 
 
+def _name_the_thread(record: logging.LogRecord) -> bool:
+    """A trace line from another thread than the loop's says which (``[reactor worker 1] ...``)."""
+    record.where = "" if record.threadName == "MainThread" else f"[{record.threadName}] "
+    return True
+
+
 def _setup_logging(level: str, tracing: bool) -> None:
     logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if tracing:
         trace = logging.getLogger("reactor.trace")
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("trace: %(message)s"))
+        handler.setFormatter(logging.Formatter("trace: %(where)s%(message)s"))
+        handler.addFilter(_name_the_thread)
         trace.addHandler(handler)
         trace.setLevel(logging.DEBUG)
         trace.propagate = False  # the root handler would print each line a second time

@@ -366,7 +366,9 @@ class Reactor:
             what = "+".join(n for n, bit in (("read", _READ), ("write", _WRITE)) if mask & bit)
             ready.append(f"{_fd_label(key)} {what}")
         limit = "none" if wait is None else f"{wait:.3f}s"
-        trace.debug("loop woke after %.3fs (timeout %s): %s", slept, limit, ", ".join(ready))
+        # A signal handler (or another thread) that called stop() woke us: say so.
+        stop = "; stop() was asked for: the loop ends after this turn" if self._stopping else ""
+        trace.debug("loop woke after %.3fs (timeout %s): %s%s", slept, limit, ", ".join(ready), stop)
 
     def run(self) -> None:
         """Run the event loop until ``stop()`` is called.

@@ -364,3 +364,20 @@ def test_a_failing_handler_shows_its_traceback_twice_unless_the_log_level_hides_
         assert ("ERROR reactor: exception while processing a request" in err) == (level == "warning"), err
     finally:
         command.close()
+
+
+@pytest.mark.timeout(30)
+def test_the_trace_names_worker_threads_and_marks_the_stop():
+    command = Command("handlers.echo:StreamLineEcho", "--tcp", "127.0.0.1:0", "--dispatch", "thread:2", "--trace")
+    try:
+        found = command.serving(1)
+        assert client_exchange("tcp4", found["tcp4"], b"threaded\n") == b"threaded\n"
+        wait_for(lambda: "PROCESSING -> CLOSED" in command.stderr(), what="the request is over")
+        assert command.stop() == 0
+        lines = command.stderr().splitlines()
+        closed = [line for line in lines if "#1 PROCESSING -> CLOSED" in line]
+        assert closed and re.match(r"trace: \[reactor worker \d+\] tcp4 ", closed[0]), closed  # the worker's move
+        woke = [line for line in lines if "loop woke" in line]
+        assert woke[-1].endswith("stop() was asked for: the loop ends after this turn"), woke[-3:]
+    finally:
+        command.close()
