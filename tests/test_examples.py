@@ -89,6 +89,15 @@ def test_select_fileno() -> None:
     check(self_test("select_fileno.py"), ["tcp", "udp", "unix"])
 
 
+@pytest.mark.timeout(60)
+def test_a_host_loop_stops_on_sigterm_at_once() -> None:
+    """examples/embed_sigterm.py: the signal handler's loop.wakeup() ends the host's select() sleep."""
+    result = self_test("embed_sigterm.py")
+    report = f"exit {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+    assert result.returncode == 0 and result.stdout == "self-test: ok\n", report
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr, report
+
+
 @pytest.mark.timeout(90)
 def test_asyncio_embed() -> None:
     result = self_test("asyncio_embed.py")
