@@ -328,15 +328,21 @@ def test_a_handler_written_with_import_socketserver_is_served(tmp_path):
 @pytest.mark.timeout(30)
 def test_under_fork_a_childs_copy_of_the_table_says_it_is_the_childs():
     """The trace showed ``#1 PROCESSING -> CLOSED`` twice, the child's copy speaking as the parent."""
-    command = Command("handlers.echo:StreamLineEcho", "--tcp", "127.0.0.1:0", "--dispatch", "fork:2", "--trace")
+    lines = traced_exchange("fork:2", until="(the child ended)")
+    closed = [line for line in lines if "#1 PROCESSING -> CLOSED" in line]
+    children = [line for line in closed if re.search(r"\[child \d+\] #1", line)]
+    assert len(closed) == 2 and len(children) == 1, closed  # the parent's line, and the child's, labelled
+
+
+def traced_exchange(dispatch: str, until: str) -> list[str]:
+    """Serve StreamLineEcho with ``--trace``, echo one line, wait for ``until`` in the trace, stop: the stderr lines."""
+    command = Command("handlers.echo:StreamLineEcho", "--tcp", "127.0.0.1:0", "--dispatch", dispatch, "--trace")
     try:
         found = command.serving(1)
-        assert client_exchange("tcp4", found["tcp4"], b"forked\n") == b"forked\n"
-        wait_for(lambda: "(the child ended)" in command.stderr(), what="the parent reaped the child")
+        assert client_exchange("tcp4", found["tcp4"], b"echoed\n") == b"echoed\n"
+        wait_for(lambda: until in command.stderr(), what=f"{until!r} in the trace")
         assert command.stop() == 0
-        closed = [line for line in command.stderr().splitlines() if "#1 PROCESSING -> CLOSED" in line]
-        children = [line for line in closed if re.search(r"\[child \d+\] #1", line)]
-        assert len(closed) == 2 and len(children) == 1, closed  # the parent's line, and the child's, labelled
+        return command.stderr().splitlines()
     finally:
         command.close()
 
@@ -368,16 +374,8 @@ def test_a_failing_handler_shows_its_traceback_twice_unless_the_log_level_hides_
 
 @pytest.mark.timeout(30)
 def test_the_trace_names_worker_threads_and_marks_the_stop():
-    command = Command("handlers.echo:StreamLineEcho", "--tcp", "127.0.0.1:0", "--dispatch", "thread:2", "--trace")
-    try:
-        found = command.serving(1)
-        assert client_exchange("tcp4", found["tcp4"], b"threaded\n") == b"threaded\n"
-        wait_for(lambda: "PROCESSING -> CLOSED" in command.stderr(), what="the request is over")
-        assert command.stop() == 0
-        lines = command.stderr().splitlines()
-        closed = [line for line in lines if "#1 PROCESSING -> CLOSED" in line]
-        assert closed and re.match(r"trace: \[reactor worker \d+\] tcp4 ", closed[0]), closed  # the worker's move
-        woke = [line for line in lines if "loop woke" in line]
-        assert woke[-1].endswith("stop() was asked for: the loop ends after this turn"), woke[-3:]
-    finally:
-        command.close()
+    lines = traced_exchange("thread:2", until="PROCESSING -> CLOSED")
+    closed = [line for line in lines if "#1 PROCESSING -> CLOSED" in line]
+    assert closed and re.match(r"trace: \[reactor worker \d+\] tcp4 ", closed[0]), closed  # the worker's move
+    woke = [line for line in lines if "loop woke" in line]
+    assert woke[-1].endswith("stop() was asked for: the loop ends after this turn"), woke[-3:]
