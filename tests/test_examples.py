@@ -89,6 +89,18 @@ def test_select_fileno() -> None:
     check(self_test("select_fileno.py"), ["tcp", "udp", "unix"])
 
 
+@pytest.mark.timeout(90)
+def test_shared_state_under_each_strategy() -> None:
+    """examples/shared_state.py: exact counts under Inline and ThreadPool; under Fork a change dies with its child."""
+    result = self_test("shared_state.py")
+    report = f"exit {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+    assert result.returncode == 0 and result.stdout.endswith("self-test: ok\n"), report
+    assert "inline    GET greeting -> hello  GET hits after 8 x 50 INCR -> 400" in result.stdout, report
+    assert "thread:4  GET greeting -> hello  GET hits after 8 x 50 INCR -> 400" in result.stdout, report
+    assert "fork:2    GET greeting -> nil    GET hits after 8 x 50 INCR -> nil" in result.stdout, report
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr, report
+
+
 @pytest.mark.timeout(60)
 def test_a_host_loop_stops_on_sigterm_at_once() -> None:
     """examples/embed_sigterm.py: the signal handler's loop.wakeup() ends the host's select() sleep."""
