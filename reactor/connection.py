@@ -43,7 +43,7 @@ from handlers.message import MessageRequest
 from .deadline import LINGER, Deadline
 from .input import Input
 from .output import Output
-from .table import Event, Record, Size, State
+from .table import Event, Record, Size, State, describe_peer
 
 __all__ = ["Connection", "LINGER"]
 
@@ -151,7 +151,7 @@ class Connection:
         self.sock.setsockopt(*args)
 
     def __repr__(self) -> str:
-        return f"<Connection #{self.record.id} {self.client_address!r} {self.record.state.name}>"
+        return f"<Connection #{self.record.id} {describe_peer(self.client_address)} {self.record.state.name}>"
 
     def trace_label(self, fd: int) -> str:
         """What the trace calls our socket: the server and the record (``tcp4 127.0.0.1:9000 #3``)."""

@@ -36,7 +36,7 @@ from typing import Any, Callable
 from handlers.message import MessageRequest
 
 from .errors import UsageError
-from .table import Event, State
+from .table import Event, State, describe_peer
 
 __all__ = ["Strategy", "Inline", "ThreadPool", "run_request", "live_worker_threads"]
 
@@ -91,9 +91,9 @@ def describe_request(server: Any, request: Any) -> str:
     table = server.request_table
     record = table.find(request)
     if record is not None:
-        return f"{table.name} #{record.id} from {record.peer!r} ({record.state.name})"
+        return f"{table.name} #{record.id} from {describe_peer(record.peer)} ({record.state.name})"
     peer = getattr(getattr(request, "connection", None), "client_address", None)
-    return f"{table.name}: a message from {peer!r}"  # a framed message: its connection holds the record
+    return f"{table.name}: a message from {describe_peer(peer)}"  # a framed message: its connection holds the record
 
 
 def _start_record(server: Any, request: Any) -> None:

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from .loop import Reactor
-from .table import State
+from .table import State, describe_peer
 
 __all__ = ["Stopper"]
 
@@ -105,7 +105,7 @@ class Stopper:
         """The requests an inline handler is running on the loop, for a log line ('' if none)."""
         if not self._looping:
             return ""
-        running = [f"{server.request_table.name} #{record.id} from {record.peer!r}"
+        running = [f"{server.request_table.name} #{record.id} from {describe_peer(record.peer)}"
                    for server in self.servers if server.dispatch.inline
                    for record in server.request_table.snapshot() if record.state is State.PROCESSING]  # fmt: skip
         return prefix + "; ".join(running) if running else ""
