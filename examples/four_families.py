@@ -20,6 +20,13 @@ It prints the four addresses and a command to poke each one, such as:
     printf 'hello\\n' | nc -u -w1 127.0.0.1 PORT           # UDP
     printf 'hello\\n' | nc -N -U /tmp/reactor-.../echo.sock # Unix stream
 
+or, with socat (the same on every system; nc's flags are not):
+
+    printf 'hello\\n' | socat - TCP:127.0.0.1:PORT
+    printf 'hello\\n' | socat - UDP:127.0.0.1:PORT
+    printf 'hello\\n' | socat - UNIX-CONNECT:/tmp/reactor-.../echo.sock
+    printf 'hello\\n' | socat - UNIX-SENDTO:/tmp/reactor-.../echo.dsock,bind=/tmp/me.dsock
+
 Shortcuts taken on purpose:
 
 * The stream servers are the plain, synchronous ``TCPServer`` and

@@ -38,6 +38,7 @@ Poke it, with the addresses it prints:
     redis-cli -s /tmp/resp-.../resp.sock get greeting   # the same keyspace: hello
     redis-benchmark -p PORT -t ping,set,get,incr -n 10000 -P 16 -q
     printf 'PING\\r\\nINCR n\\r\\nINCR n\\r\\n' | nc -N 127.0.0.1 PORT
+    printf 'PING\\r\\nINCR n\\r\\nINCR n\\r\\n' | socat - TCP:127.0.0.1:PORT
     socat - UNIX-CONNECT:/tmp/resp-.../resp.sock    # then type: ECHO hi
 
 Bounds: a request is at most ``MAX_REQUEST`` bytes (1 MiB; an inline one

@@ -22,6 +22,7 @@ Poke it with the lines it prints, for example:
 
     printf 'hello\\n' | nc -N 127.0.0.1 PORT       # TCP
     printf 'hello\\n' | nc -u -w1 127.0.0.1 PORT   # UDP
+    printf 'hello\\n' | socat - TCP:127.0.0.1:PORT  # or socat (UDP:, UNIX-CONNECT:PATH)
 
 Shortcuts taken on purpose:
 

@@ -36,6 +36,7 @@ same way: the ``with`` block closes the server.
 Poke it with the line it prints:
 
     printf 'hello\\n' | nc -N 127.0.0.1 PORT      # -> HELLO
+    printf 'hello\\n' | socat - TCP:127.0.0.1:PORT  # the same with socat
 
 and see the difference framing makes, in two terminals:
 

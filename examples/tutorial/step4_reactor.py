@@ -17,7 +17,7 @@ the reactor's answer to step 1's silent client is a timer.
 Run it and poke it with ``nc``; each event is one iteration:
 
     .venv/bin/python examples/tutorial/step4_reactor.py --port 8004
-    nc 127.0.0.1 8004
+    nc 127.0.0.1 8004            # or: socat - TCP:127.0.0.1:8004
 
     .venv/bin/python examples/tutorial/step4_reactor.py --self-test
 
