@@ -9,9 +9,9 @@ and each code excerpt with ``<!-- excerpt: FILE -->``.  Outputs are compared
 with a real run after every number is replaced by ``N`` (ports, fds, pids,
 timings and record ids change from run to run):
 
-* steps 1 to 4 are deterministic: the page shows the whole output, line
+* steps 1 to 5 are deterministic: the page shows the whole output, line
   for line;
-* step 5's traces vary in line order (threads and child processes write
+* step 6's traces vary in line order (threads and child processes write
   concurrently) and in how often the loop wakes, so each section is
   compared as a set of lines, both ways, counting a "loop woke" line's
   ready descriptors by kind only (``fd N read``, ``wakeup read``); and
@@ -44,13 +44,13 @@ from examples_support import untraced_environment
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ROOT / "examples" / "tutorial"
 DOC = ROOT / "docs" / "tutorial.md"
-EXACT_STEPS = ["step1_blocking.py", "step2_selectors.py", "step3_table.py", "step4_reactor.py"]
-STEP5 = "step5_strategies.py"
+EXACT_STEPS = ["step1_blocking.py", "step2_selectors.py", "step3_table.py", "step4_reactor.py", "step5_timers.py"]
+STEP6 = "step6_strategies.py"
 SECTIONS = ["Inline", "ThreadPool", "Fork"]
 
 _MARK = re.compile(r"^<!-- (output|excerpt): (\S+)(?: (\w+))? -->$")
-# A step 5 trace line: "+0.051s reactor worker 1 handler done".
-_STEP5_LINE = re.compile(r"^\+\d+\.\d{3}s (MainThread|reactor worker \d+|child (\d+)) +(.*)$")
+# A step 6 trace line: "+0.051s reactor worker 1 handler done".
+_STEP6_LINE = re.compile(r"^\+\d+\.\d{3}s (MainThread|reactor worker \d+|child (\d+)) +(.*)$")
 
 
 @functools.cache
@@ -97,10 +97,10 @@ def normalise(line: str) -> str:
 
 
 def step5_sections() -> dict[str, list[str]]:
-    """The real step 5 output, split at its ``=== Strategy(...)`` headers."""
+    """The real step 6 output, split at its ``=== Strategy(...)`` headers."""
     sections: dict[str, list[str]] = {}
     current: list[str] = []
-    for line in output_of(STEP5):
+    for line in output_of(STEP6):
         if line.startswith("=== "):
             current = sections.setdefault(line[4:].split("(")[0], [])
         if line != "self-test: ok":
@@ -110,7 +110,7 @@ def step5_sections() -> dict[str, list[str]]:
 
 
 def loose(line: str) -> str:
-    """Step 5's comparison key: normalised, and a wake-up's list of what was
+    """Step 6's comparison key: normalised, and a wake-up's list of what was
     ready reduced to its distinct kinds (``fd N read, fd N read`` -> ``fd N read``).
     A child's output pipe and its pidfd are one kind: whether its output and
     its exit wake the loop together or one after the other is the kernel's timing."""
@@ -126,7 +126,7 @@ def loose(line: str) -> str:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("name", EXACT_STEPS + [STEP5])
+@pytest.mark.parametrize("name", EXACT_STEPS + [STEP6])
 def test_self_test_passes(name: str) -> None:
     output_of(name)
 
@@ -134,7 +134,7 @@ def test_self_test_passes(name: str) -> None:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     "args",
-    [[name] for name in EXACT_STEPS] + [[STEP5, "--strategy", kind] for kind in ("inline", "pool", "fork")],
+    [[name] for name in EXACT_STEPS] + [[STEP6, "--strategy", kind] for kind in ("inline", "pool", "fork")],
     ids=lambda args: "-".join(args).replace(".py", ""),
 )
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -191,8 +191,8 @@ def test_page_shows_what_the_step_prints(name: str) -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("section", SECTIONS)
 def test_page_shows_step5_traces(section: str) -> None:
-    blocks = marked_blocks("output").get((STEP5, section))
-    assert blocks and len(blocks) == 1, f"docs/tutorial.md should show step 5's {section} trace once"
+    blocks = marked_blocks("output").get((STEP6, section))
+    assert blocks and len(blocks) == 1, f"docs/tutorial.md should show step 6's {section} trace once"
     shown = {loose(line) for line in blocks[0]}
     printed = {loose(line) for line in step5_sections()[section]}
     assert sorted(shown - printed) == [], "lines on the page that the step does not print"
@@ -201,7 +201,7 @@ def test_page_shows_step5_traces(section: str) -> None:
 
 def test_excerpts_are_in_their_files() -> None:
     excerpts = marked_blocks("excerpt")
-    assert {name for name, _ in excerpts} == set(EXACT_STEPS + [STEP5])
+    assert {name for name, _ in excerpts} == set(EXACT_STEPS + [STEP6])
     for (name, _), blocks in excerpts.items():
         source = [line.strip() for line in (STEPS / name).read_text().splitlines()]
         for block in blocks:
@@ -221,7 +221,7 @@ def anchors(page: Path) -> set[str]:
 
 def test_page_links_resolve() -> None:
     text = DOC.read_text()
-    for name in EXACT_STEPS + [STEP5]:
+    for name in EXACT_STEPS + [STEP6]:
         assert f"](../examples/tutorial/{name})" in text, name
     for target, anchor in re.findall(r"\]\(([\w-]+\.md)?(?:#([\w-]+))?\)", text):
         page = DOC.parent / (target or DOC.name)
@@ -229,17 +229,17 @@ def test_page_links_resolve() -> None:
         assert not anchor or anchor in anchors(page), f"{target}#{anchor}"
 
 
-# ------------------------------------------- what step 5 must make visible
+# ------------------------------------------- what step 6 must make visible
 
 
 def parsed(section: str) -> list[tuple[str, str | None, str]]:
-    """(where, child pid or None, message) for each trace line of a step 5 section."""
+    """(where, child pid or None, message) for each trace line of a step 6 section."""
     rows = []
     for line in step5_sections()[section][1:]:
         if line.startswith("replies: "):
             assert line == r"replies: [b'line 1\n', b'line 2\n']"
             continue
-        match = _STEP5_LINE.match(line)
+        match = _STEP6_LINE.match(line)
         assert match, f"not a trace line: {line!r}"
         rows.append((match[1], match[2], match[3]))
     return rows

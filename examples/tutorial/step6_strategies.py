@@ -1,4 +1,4 @@
-"""Step 5 of the tutorial: where does the handler run?  Inline, ThreadPool, Fork.
+"""Step 6 of the tutorial: where does the handler run?  Inline, ThreadPool, Fork.
 
 What it shows: one slow framed handler (it sleeps 50 ms per line, as a
 stand-in for real work) served three times, each time with another
@@ -18,8 +18,8 @@ the child process), so the three runs can be compared:
 
 Run it:
 
-    .venv/bin/python examples/tutorial/step5_strategies.py --self-test
-    .venv/bin/python examples/tutorial/step5_strategies.py --strategy pool --port 8005
+    .venv/bin/python examples/tutorial/step6_strategies.py --self-test
+    .venv/bin/python examples/tutorial/step6_strategies.py --strategy pool --port 8006
     nc 127.0.0.1 8005        # from two terminals; type a line in each
 
 Shortcuts taken on purpose: ``time.sleep()`` in a handler, which a real
