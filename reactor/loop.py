@@ -385,6 +385,7 @@ class Reactor:
             while True:
                 self.run_once()
                 if self._stopping:
+                    trace.debug("the loop stops: stop() was asked for")
                     break
         finally:
             self._stopping = False

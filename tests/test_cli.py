@@ -377,5 +377,5 @@ def test_the_trace_names_worker_threads_and_marks_the_stop():
     lines = traced_exchange("thread:2", until="PROCESSING -> CLOSED")
     closed = [line for line in lines if "#1 PROCESSING -> CLOSED" in line]
     assert closed and re.match(r"trace: \[reactor worker \d+\] tcp4 ", closed[0]), closed  # the worker's move
-    woke = [line for line in lines if "loop woke" in line]
-    assert woke[-1].endswith("stop() was asked for: the loop ends after this turn"), woke[-3:]
+    traced = [line for line in lines if line.startswith("trace: ")]
+    assert traced[-1] == "trace: the loop stops: stop() was asked for", traced[-3:]  # whenever SIGTERM came
