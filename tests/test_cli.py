@@ -379,3 +379,20 @@ def test_the_trace_names_worker_threads_and_marks_the_stop():
     assert closed and re.match(r"trace: \[reactor worker \d+\] tcp4 ", closed[0]), closed  # the worker's move
     traced = [line for line in lines if line.startswith("trace: ")]
     assert traced[-1] == "trace: the loop stops: stop() was asked for", traced[-3:]  # whenever SIGTERM came
+
+
+@pytest.mark.timeout(30)
+def test_the_trace_calls_an_unbound_unix_client_an_unnamed_unix_socket(places):
+    """A Unix stream peer showed as ``from ''``."""
+    path = os.path.join(places.dir, "named.sock")
+    command = Command("handlers.echo:LineEcho", "--unix", path, "--trace")
+    try:
+        found = command.serving(1)
+        assert client_exchange("unix", found["unix"], b"who\n") == b"who\n"
+        wait_for(lambda: "CLOSED" in command.stderr(), what="the connection is over")
+        assert command.stop() == 0
+        err = command.stderr()
+        assert "#1 ACCEPTED: new unix request from an unnamed Unix socket" in err, err
+        assert "from ''" not in err
+    finally:
+        command.close()
