@@ -219,13 +219,7 @@ class Connection:
         # The replies to the messages handled in this pump were held back:
         # one send for all of them (16 pipelined requests, one reply segment).
         if self._output.held and self.record.state not in _OVER:
-            self._release_replies()
-
-    def _release_replies(self) -> None:
-        """Send the replies ``_pump`` held back, in order, with one ``send()``."""
-        error = self._output.release()
-        if error is not None:
-            self._broken(error)
+            self._sent(self._output.release())
 
     def _pump_messages(self) -> None:
         table, record, frames = self._table, self.record, self._input.frames
@@ -320,7 +314,7 @@ class Connection:
             if self._pumping:  # inline, inside _pump: held back, sent when the pump ends
                 pending = self._output.hold(data)
             else:
-                self._send(data)
+                self._sent(self._output.send(data))
                 if record.state is not _PROCESSING:
                     return  # the write failed and closed us
                 pending = len(self._output)
@@ -329,7 +323,7 @@ class Connection:
         high_water = self.server.output_high_water
         if pending > high_water:
             if self._output.held:
-                self._release_replies()  # what the kernel takes now does not count against us
+                self._sent(self._output.release())  # what the kernel takes now does not count against us
                 if record.state is not _PROCESSING:
                     return  # the write failed and closed us
             if len(self._output) > high_water:
@@ -366,9 +360,9 @@ class Connection:
 
     # ----------------------------------------------------------------- output
 
-    def _send(self, data: bytes) -> None:
-        """Queue ``data`` and send what the socket takes now; a socket error closes us."""
-        error = self._output.send(data)
+    def _sent(self, error: OSError | None) -> None:
+        """After ``Output.send`` or ``Output.release`` (the held replies, in one ``send()``):
+        a socket error closes us."""
         if error is not None:
             self._broken(error)
 
@@ -401,9 +395,9 @@ class Connection:
         self._input.watch(False)
         self._linger = linger or not self._input.eof
         if self._output.held:
-            self._release_replies()  # replies held back by the pump that led here
+            self._sent(self._output.release())  # replies held back by the pump that led here
         if last and self.record.state is _CLOSING:
-            self._send(last)
+            self._sent(self._output.send(last))
         if self.record.state is not _CLOSING:
             return  # a write failed and closed us
         if self._output.queued:
