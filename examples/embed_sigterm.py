@@ -17,8 +17,9 @@ Poke it:
 
 Shortcuts on purpose: one TCP server, a line echo, no other work in the
 host loop.  ``--self-test`` starts it in a subprocess, echoes a line,
-sends SIGTERM while the host loop sleeps with no timeout, and checks it
-stopped within a second, cleanly.
+waits until the host loop sleeps in ``select()`` with no timeout (Linux:
+its /proc state), sends SIGTERM, and checks it stopped within a second,
+cleanly.
 """
 
 from __future__ import annotations
@@ -54,6 +55,18 @@ def serve() -> int:
     return 0
 
 
+def wait_until_asleep(pid: int, limit: float = 5.0) -> None:
+    """Wait (bounded polling) until process ``pid`` sleeps in a system call (its
+    /proc state is S): after the echo, the only place it can sleep is select()."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rpartition(")")[2].split()[0] == "S":
+                return
+        time.sleep(0.001)  # a polling interval, not an ordering assumption
+    raise AssertionError(f"process {pid} never went to sleep in select()")
+
+
 def self_test() -> int:
     child = subprocess.Popen([sys.executable, __file__], stdout=subprocess.PIPE, text=True)
     try:
@@ -61,7 +74,7 @@ def self_test() -> int:
         with socket.create_connection((host, int(port)), timeout=5) as client:
             client.sendall(b"still here\n")
             assert client.recv(100) == b"still here\n"
-        time.sleep(0.2)  # the host loop is asleep in select() with no timeout (nothing is planned)
+        wait_until_asleep(child.pid)  # in select() with no timeout: nothing is planned
         began = time.monotonic()
         child.send_signal(signal.SIGTERM)
         status = child.wait(5)
