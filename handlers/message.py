@@ -42,9 +42,10 @@ class MessageRequest:
     """One complete message, shaped like the socket a classic handler gets.
 
     Reading takes bytes from the message; writing appends to the reply,
-    which the reactor sends once the handler is done.  ``close()`` (which
+    which the reactor sends once the handler is done.  ``end()`` (which
     the server's ``close_request`` calls after the handler) marks the
-    message handled; ``shutdown()`` does nothing.  Neither closes the
+    message handled, or failed; ``close()`` is ``end()``; ``shutdown()``
+    does nothing.  Neither closes the
     connection: ``connection.close()`` does.
     """
 
@@ -121,11 +122,24 @@ class MessageRequest:
     def shutdown(self, how: int) -> None:
         """Does nothing: use ``connection.close()`` to end the connection."""
 
-    def close(self) -> None:
-        """Mark this message handled, so the reactor sends the reply.  Idempotent."""
+    def end(self, failed: bool = False) -> None:
+        """End this message's request: the one way it ends (any thread; idempotent).
+
+        The server ends every request through ``BaseServer._end_request``,
+        which calls this for a message (its ``close_request`` after the
+        handler, or the strategy when the handler raised, with ``failed``).
+        Ended, the reply is sent; failed, nothing is sent and the connection
+        fails.  Whoever made the message (its connection, or a datagram
+        server) is told, once.
+        """
         if not self.done:
             self.done = True
+            self.failed = failed
             self._on_done(self)
+
+    def close(self) -> None:
+        """Mark this message handled, so the reactor sends the reply (``end()``).  Idempotent."""
+        self.end()
 
     def __repr__(self) -> str:
         return f"<MessageRequest {len(self.message)} bytes from {self.connection!r}>"

@@ -34,7 +34,6 @@ from typing import Any
 from handlers.message import MessageRequest
 
 from .ownaddress import OwnAddress
-from .servers import BaseServer
 from .tcp import TCPServer
 from .table import Event, Kind, Record, State
 
@@ -338,11 +337,10 @@ class UDPServer(TCPServer):
     def close_request(self, request: Any) -> None:
         """The server socket is shared by every datagram: nothing to close.
 
-        For a framed handler's request, this is where its reply is sent
-        (``BaseServer.close_request``, skipping ``TCPServer``'s, which closes
-        a connection's socket).
+        The request ends here (``_end_request``): a framed handler's reply
+        is sent as one datagram.
         """
-        BaseServer.close_request(self, request)
+        self._end_request(request)
 
     def _take(self, request: Any, client_address: Any) -> None:
         table, family = self.request_table, self.address_family
@@ -360,7 +358,7 @@ class UDPServer(TCPServer):
             return
         reply = None
         if self._handler_is_framed():
-            request = MessageRequest(bytes(data), DatagramPeer(self.socket, client_address), self._send_output)
+            request = MessageRequest(bytes(data), DatagramPeer(self.socket, client_address), self._ended)
         elif pair and request[1] is self.socket:
             reply = DatagramReply(self.socket, self)
             request = (data, reply)
@@ -369,8 +367,11 @@ class UDPServer(TCPServer):
             reply.record = record
         self._lifecycle(request, client_address, record)
 
-    def _send_output(self, request: MessageRequest) -> None:
-        # A framed handler on a datagram server is done: its output is one datagram.
+    def _ended(self, request: MessageRequest) -> None:
+        # A framed handler's datagram is over (MessageRequest.end): its
+        # output, if it did not fail, goes back as one datagram.
+        record = self.request_table.find(request)
         if request.output and not request.failed:
-            record = self.request_table.find(request)
             self._reply_queue.send(record, b"".join(request.output), request.connection.client_address)
+        if record is not None:
+            self.request_table.finish(request, Event.ERROR if request.failed else Event.FINISH)

@@ -33,8 +33,6 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from handlers.message import MessageRequest
-
 from .errors import UsageError
 from .table import Event, State, describe_peer
 
@@ -81,9 +79,7 @@ def run_request(server: Any, request: Any, client_address: Any) -> None:
 
 def mark_failed(server: Any, request: Any, reason: str) -> None:
     """Record that ``request``'s handler raised (the record fails; no reply is sent)."""
-    if isinstance(request, MessageRequest):
-        request.failed = True  # a stream connection fails when the reply comes back
-    server.request_table.finish(request, Event.ERROR, reason)
+    server._end_request(request, Event.ERROR, reason)
 
 
 def describe_request(server: Any, request: Any) -> str:
@@ -264,7 +260,7 @@ class _Bounded(Strategy):
         with self._lock:
             jobs, self._queue = list(self._queue), deque()
         for server, request, _ in jobs:
-            server.request_table.finish(request, Event.ERROR, "dropped: the server closed before its turn")
+            server._end_request(request, Event.ERROR, "dropped: the server closed before its turn")
             server.shutdown_request(request)
 
     def statistics(self) -> dict[str, Any]:
@@ -370,9 +366,13 @@ class ThreadPool(_Bounded):
 
 
 def _shut(request: Any) -> None:
-    if isinstance(request, socket.socket):
-        try:
-            request.shutdown(socket.SHUT_RDWR)
-        except OSError as exc:
-            if exc.errno != errno.ENOTCONN:
-                log.debug("shutting a stuck connection down failed: %s", exc)
+    """Shut a stuck request down under its handler: a socket's blocking reads
+    end (a framed message's ``shutdown`` does nothing; a datagram pair has none)."""
+    shutdown = getattr(request, "shutdown", None)
+    if shutdown is None:
+        return
+    try:
+        shutdown(socket.SHUT_RDWR)
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            log.debug("shutting a stuck connection down failed: %s", exc)

@@ -279,7 +279,7 @@ class BaseServer:
 
     def shutdown_request(self, request: Any) -> None:
         """End one request: by default just ``close_request``."""
-        self._request_over(request)
+        self._end_request(request)
         self.close_request(request)
 
     def close_request(self, request: Any) -> None:
@@ -287,9 +287,7 @@ class BaseServer:
 
         A framed handler's request is marked handled here, which sends its reply.
         """
-        if isinstance(request, MessageRequest):
-            request.close()
-        self._request_over(request)
+        self._end_request(request)
 
     def protocol_error_reply(self, error: Exception, connection: Any) -> bytes | None:
         """Bytes to send a peer that broke the framing, before closing; None sends nothing.
@@ -367,20 +365,32 @@ class BaseServer:
                 table.transition(record, Event.WAIT, "every worker is busy")
             self.process_request(request, client_address)
         except Exception:
-            table.finish(request, Event.ERROR, "exception in the lifecycle")
+            self._end_request(request, Event.ERROR, "exception in the lifecycle")
             self.handle_error(request, client_address)
             self.shutdown_request(request)
         except BaseException:
-            table.finish(request, Event.ERROR, "KeyboardInterrupt/SystemExit")
+            self._end_request(request, Event.ERROR, "KeyboardInterrupt/SystemExit")
             self.shutdown_request(request)
             raise
 
-    def _request_over(self, request: Any) -> None:
-        """Record the end of ``request`` (any thread); accepting may resume."""
-        if type(request) is MessageRequest and type(request.connection) is Connection:
-            return  # one message of a framed connection: the connection keeps the record
+    def _end_request(self, request: Any, event: Event = Event.FINISH, reason: str = "") -> None:
+        """The one path by which every request ends, on whatever thread ran it.
+
+        ``event`` is ``FINISH`` (the hooks call this), or ``ERROR`` (the
+        handler or the lifecycle raised).  A request the reactor made itself
+        (a framed message, on a stream or a datagram server) ends itself
+        (``MessageRequest.end``: its maker sends the reply, or fails the
+        connection); any other (an accepted socket, a ``(data, socket)``
+        pair) ends its record in the table, found by identity.  Either way
+        twice is once: ``shutdown_request`` and ``close_request`` both call
+        it, and after an ERROR the hooks still run.
+        """
+        end = getattr(request, "end", None)
+        if end is not None:
+            end(event is _ERROR)
+            return
         admission = self._serving.admission
-        if self.request_table.finish(request) is not None and admission is not None and admission.state is _FULL:
+        if self.request_table.finish(request, event, reason) is not None and admission is not None and admission.state is _FULL:
             admission.connection_ended()
 
     # ------------------------------------------------------ framed streams
@@ -493,6 +503,7 @@ def check_seconds(name: str, value: Any, zero_ok: bool = False) -> None:
 
 _DISPATCH = Event.DISPATCH  # plain globals: the hot path's enum lookups
 _FULL = Admit.FULL
+_ERROR = Event.ERROR
 
 
 def _is_framed(handler_class: Any) -> bool:

@@ -88,7 +88,7 @@ class TCPServer(BaseServer):
 
     def shutdown_request(self, request: Any) -> None:
         """Shut the connection's write side down (the peer sees EOF), then close it."""
-        self._request_over(request)
+        self._end_request(request)
         try:
             request.shutdown(socket.SHUT_WR)
         except OSError:
@@ -97,7 +97,7 @@ class TCPServer(BaseServer):
 
     def close_request(self, request: Any) -> None:
         """Close the connection's socket."""
-        self._request_over(request)
+        self._end_request(request)
         request.close()
 
 
