@@ -137,9 +137,9 @@ class MessageRequest:
             self.failed = failed
             self._on_done(self)
 
-    def close(self) -> None:
-        """Mark this message handled, so the reactor sends the reply (``end()``).  Idempotent."""
-        self.end()
+    #: Mark this message handled, so the reactor sends the reply: ``end()``
+    #: itself (the server's ``close_request`` closes a request, as a socket).
+    close = end
 
     def __repr__(self) -> str:
         return f"<MessageRequest {len(self.message)} bytes from {self.connection!r}>"

@@ -171,7 +171,7 @@ class Connection:
     #
     # The hot path, per message: _on_readable -> _pump -> _dispatch -> the
     # server's process_request (and so the strategy and the other hooks, as
-    # they are now) -> the handler -> close_request -> _reply, which holds
+    # they are now) -> the handler -> close_request -> _request_done, which holds
     # the reply back; once every message of the read is handled, the held
     # replies go out with one send().  It is written for speed where that
     # costs no clarity: local names for attributes used in loops, no call
@@ -269,7 +269,8 @@ class Connection:
         server's ``process_request`` (hence the strategy, ``finish_request``,
         ``shutdown_request``, ``close_request``) as overridden or assigned now."""
         server, record = self.server, self.record
-        self._deadline.clear()  # no deadline while the handler runs
+        if self._deadline.when is not None:
+            self._deadline.clear()  # no deadline while the handler runs
         if record.state is _READING:  # a quiet pump: MESSAGE and DISPATCH in one move
             record.state = _PROCESSING
         else:
@@ -288,14 +289,15 @@ class Connection:
             raise
 
     def _request_done(self, request: MessageRequest) -> None:
-        """The message's request was closed: its handler is finished."""
+        """The message's request ended (``MessageRequest.end``): its reply goes out.
+
+        Called on whatever thread ended it; from a worker, it comes back to
+        the loop's thread (posted) before it touches the connection.
+        """
         reactor = self._reactor
         if reactor is not None and reactor._thread_id != threading.get_ident():
-            reactor.call_soon_threadsafe(self._reply, request)  # from a worker: back to the loop
-        else:
-            self._reply(request)
-
-    def _reply(self, request: MessageRequest) -> None:
+            reactor.call_soon_threadsafe(self._request_done, request)  # from a worker: back to the loop
+            return
         record = self.record
         if request is not self._current or record.state is not _PROCESSING:
             return  # the connection was closed (or failed) meanwhile
