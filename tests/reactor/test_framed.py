@@ -377,6 +377,41 @@ def test_handler_exception_fails_only_its_connection(places, name):
             assert recv_exactly(good, 11) == b"still here\n"
 
 
+class WritesThenRaises(reactor.MessageHandler):
+    """Writes a reply, then raises on ``boom``: the reply must not go out."""
+
+    def handle(self) -> None:
+        self.wfile.write(b"half of " + self.message)
+        if self.message.startswith(b"boom"):
+            raise ValueError("boom")
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("dispatch", ["inline", "pool", "fork"])
+@pytest.mark.parametrize("name", family_params(["udp4", "unix-dgram"]))
+def test_a_datagram_handler_that_raises_sends_nothing_under_every_strategy(places, name, dispatch):
+    """The request ends one way, whatever ran it: failed, its half-made reply
+    is dropped (inline too: it used to go out there, as if nothing had gone wrong)."""
+    strategies = {"inline": reactor.Inline, "pool": lambda: reactor.ThreadPool(2), "fork": lambda: reactor.Fork(2)}
+    with make(places, name, WritesThenRaises, dispatch=strategies[dispatch]()) as server:
+        datagrams: list[tuple[State, Event]] = []  # the datagrams' final moves (not the children's)
+
+        def observe(record: Any, old: Any, event: Any, new: State, reason: str) -> None:
+            if record.kind is Kind.DATAGRAM and new in (State.DONE, State.FAILED):
+                datagrams.append((new, event))
+
+        server.request_table.add_observer(observe)
+        with served(server), dgram_client(name, places) as client:
+            client.sendto(b"boom\n", server.server_address)
+            wait_for(lambda: datagrams == [(State.FAILED, Event.ERROR)], what="the failed datagram's record")
+            client.sendto(b"fine\n", server.server_address)
+            assert client.recv(100) == b"half of fine\n"  # the first reply there is: none came for boom
+            wait_for(lambda: len(datagrams) == 2, what="both records ended")
+        assert datagrams == [(State.FAILED, Event.ERROR), (State.DONE, Event.FINISH)]
+        if dispatch != "fork":  # a child's handle_error runs in the child
+            assert [type(exc) for _, exc in server.errors] == [ValueError]
+
+
 @pytest.mark.timeout(15)
 @pytest.mark.parametrize("when", ["mid-message", "reply-pending"])
 @pytest.mark.parametrize("name", family_params(["tcp4", "tcp6"]))
@@ -559,8 +594,8 @@ class UpperStream(handlers.StreamRequestHandler):
     ids=["tcp-framed", "udp-framed", "udp-classic", "tcp-classic"],
 )
 def test_an_overridden_hook_runs_for_every_request(places, hook, where, name, handler, requests):
-    # Unchanged hooks may be skipped (BaseServer._lifecycle_is_plain); an
-    # overridden one, on the class or the instance, must run every time.
+    # socketserver runs every hook for every request: an overridden one,
+    # on the class or the instance, must run every time here too.
     calls: list[str] = []
 
     def counting(self: Any, *args: Any) -> None:
