@@ -137,12 +137,22 @@ class MessageRequest:
             self.failed = failed
             self._on_done(self)
 
+    def detach(self) -> None:
+        """From now on, ending it tells nobody: in a forked child (``Fork``),
+        whose reply goes back to the parent through a pipe, not to the
+        connection the parent keeps."""
+        self._on_done = _nobody
+
     #: Mark this message handled, so the reactor sends the reply: ``end()``
     #: itself (the server's ``close_request`` closes a request, as a socket).
     close = end
 
     def __repr__(self) -> str:
         return f"<MessageRequest {len(self.message)} bytes from {self.connection!r}>"
+
+
+def _nobody(request: MessageRequest) -> None:
+    """Told of a detached message's end: does nothing."""
 
 
 class MessageWriter:

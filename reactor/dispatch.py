@@ -17,7 +17,10 @@ Rules every strategy keeps:
   strategy's bounded queue, and beyond ``max_queue`` the server stops
   accepting (or reading datagrams) until ``on_room`` callbacks say so.
 * Every request ends through the server's own ``shutdown_request``, on the
-  thread or in the process that ran it.
+  thread or in the process that ran it, and below the hooks through one
+  path, ``BaseServer._end_request`` (``mark_failed`` when the handler
+  raised), which tells requests apart by one rule (``ends_itself``), never
+  by their type.
 * A child is reaped when it exits (a pidfd in the selector), only our own
   children are ever waited for, and a fork is refused while our worker
   threads are alive (fork after threads is unsafe: see ``os.fork``).
@@ -75,6 +78,20 @@ def run_request(server: Any, request: Any, client_address: Any) -> None:
         raise
     finally:
         server.shutdown_request(request)
+
+
+def ends_itself(request: Any) -> bool:
+    """Is ``request`` one the reactor made itself, which ends itself?
+
+    The one rule that tells requests apart, used wherever their ends differ
+    (``BaseServer._end_request``, ``Fork``).  A framed handler's
+    ``MessageRequest`` ends itself (``end()``): its maker sends the reply the
+    handler wrote, and a forked child hands that reply back to the parent.
+    Any other request is the handler's own (an accepted socket, a
+    ``(data, socket)`` pair): its handler answers the client itself, and it
+    ends through its record, found in the table by identity.
+    """
+    return getattr(request, "end", None) is not None
 
 
 def mark_failed(server: Any, request: Any, reason: str) -> None:

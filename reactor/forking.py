@@ -31,16 +31,13 @@ import math
 import os
 import select
 import signal
-import socket
 import threading
 import time
 from typing import Any
 
-from handlers.message import MessageRequest
-
-from .dispatch import _Bounded, _start_record, describe_request, live_worker_threads, mark_failed
+from .dispatch import _Bounded, _start_record, describe_request, ends_itself, live_worker_threads, mark_failed
 from .errors import UsageError
-from .table import FINAL_STATES, Event, Kind
+from .table import Event, Kind
 
 __all__ = ["Fork"]
 
@@ -85,6 +82,7 @@ class Fork(_Bounded):
             raise
         info: dict[str, Any] = {
             "server": server, "request": request, "output": bytearray(), "pipe": None, "reactor": server.reactor,
+            "replies": pipe is not None,
         }  # fmt: skip
         self.children[pid] = info
         table = server.request_table
@@ -96,8 +94,8 @@ class Fork(_Bounded):
             os.close(pipe[1])
             info["pipe"] = pipe[0]
             os.set_blocking(pipe[0], False)
-        elif isinstance(request, socket.socket):
-            request.close()  # the child owns the connection now
+        else:
+            _drop_parents_copy(request)  # the child owns the connection now
         server._child_started(pid)
         self._watch(server, pid, info)
 
@@ -113,7 +111,7 @@ class Fork(_Bounded):
                 "threads can deadlock the child; use one strategy per process"
             )
         _start_record(server, request)
-        pipe = os.pipe() if isinstance(request, MessageRequest) else None
+        pipe = os.pipe() if ends_itself(request) else None  # its reply comes back to be sent from here
         try:
             pid = os.fork()
         except BaseException:
@@ -277,17 +275,15 @@ class Fork(_Bounded):
             log.error("%s: child %d was killed by signal %d; its request failed", table.name, pid, os.WTERMSIG(status))
         table.transition(record, Event.FINISH if ok else Event.ERROR, f"exit status {status:#x}")
         server._child_ended(pid)
-        if isinstance(request, MessageRequest):
+        if info["replies"]:  # the reply the child wrote came back through its pipe: it goes out from here
             output = bytes(info["output"])
             if not ok or not output.startswith(b"\x00"):
                 mark_failed(server, request, "the child failed")
             else:
                 request.output = [output[1:]] if len(output) > 1 else []
             server.shutdown_request(request)  # sends the reply (or fails the connection)
-        else:
-            stream = server.request_table.find(request)
-            if stream is not None and stream.state not in FINAL_STATES:
-                table.transition(stream, Event.FINISH if ok else Event.ERROR, "the child ended")
+        else:  # the child answered its client itself and ran the ending hooks there
+            server._end_request(request, Event.FINISH if ok else Event.ERROR, "the child ended")
         self._done()
 
     def close(self, wait: bool = True, timeout: float | None = None) -> None:
@@ -361,8 +357,7 @@ def _child(strategy: Fork, server: Any, request: Any, client_address: Any, pipe:
         signal.set_wakeup_fd(-1)  # nor may our signals wake the parent's loop (Reactor.run sets it)
         _close_inherited(strategy, server, request, pipe)
         if pipe is not None:
-            done: list[MessageRequest] = []
-            request._on_done = done.append  # the reply goes to the pipe, not to the socket
+            request.detach()  # its reply goes to the pipe, not to the parent's connection
         try:
             server.finish_request(request, client_address)
             status = 0
@@ -385,6 +380,15 @@ def _child(strategy: Fork, server: Any, request: Any, client_address: Any, pipe:
             pass
     finally:
         os._exit(status)
+
+
+def _drop_parents_copy(request: Any) -> None:
+    """In the parent, after the fork of a request its handler answers itself:
+    close our copy of its socket (a ``(data, socket)`` pair shares the
+    server's socket, which stays)."""
+    close = getattr(request, "close", None)
+    if close is not None:
+        close()
 
 
 def _close_inherited(strategy: Fork, server: Any, request: Any, pipe: tuple[int, int] | None) -> None:
