@@ -49,8 +49,7 @@ __all__ = ["Connection", "LINGER"]
 
 log = logging.getLogger("reactor")
 
-# The events of every message, as plain globals (an enum member lookup costs
-# a call's worth of time, three times per message).
+# Enum members of every message as plain globals (a member lookup costs about a call).
 _MESSAGE, _DISPATCH, _REPLY = Event.MESSAGE, Event.DISPATCH, Event.REPLY
 _OVER = (State.CLOSED, State.FAILED)
 
@@ -284,6 +283,7 @@ class Connection:
                 server.handle_error(request, self.client_address)  # first, as the stdlib does
             finally:
                 self._fail("exception in the lifecycle")
+            server.shutdown_request(request)  # as socketserver: the ending hooks run after a failure too
         except BaseException:
             self._fail("KeyboardInterrupt/SystemExit")
             raise

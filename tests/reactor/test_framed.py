@@ -638,6 +638,30 @@ def test_a_hook_assigned_while_serve_forever_runs_is_honoured(places, hook, name
     assert calls == [hook] * expected
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("dispatch", ["inline", "pool"])
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_the_ending_hooks_run_for_a_message_whose_handler_raised(places, name, dispatch):
+    """As socketserver does after ``handle_error``: ``shutdown_request`` and
+    ``close_request`` run for the failed message too (inline as on a worker)."""
+    calls: list[str] = []
+
+    def counting(hook: str) -> Any:
+        def hooked(self: Any, request: Any) -> None:
+            calls.append(hook)
+            getattr(super(type(self), self), hook)(request)
+        return hooked
+
+    strategy = reactor.Inline() if dispatch == "inline" else reactor.ThreadPool(2)
+    with make(places, name, Fragile, dispatch=strategy, shutdown_request=counting("shutdown_request"),
+              close_request=counting("close_request")) as server:  # fmt: skip
+        with served(server), connect(server) as client:
+            client.sendall(b"ok\nboom\n")
+            assert read_all(client) == b"ok\n"
+            wait_for(lambda: len(calls) == 4, what="both messages' ending hooks")
+    assert calls == ["shutdown_request", "close_request"] * 2
+
+
 # ------------------------------------------------ a failing handler loses nothing
 
 
