@@ -64,6 +64,10 @@ SYSTEMS = [
     Counted("line", "reactor LineEcho, TCP, ping-pong", versus="asyncio-proto"),
     Counted("line", "reactor LineEcho, TCP, 16 pipelined", depth=16, versus="asyncio-streams --depth 16"),
     Counted("udp", "reactor DatagramEcho, UDP"),
+    # The floor (bench/floor.py): the stdlib's hooks and LineEcho with nothing
+    # around them, what the handler API itself costs per message.
+    Counted("floor", "floor: hooks + LineEcho alone, TCP, ping-pong", versus="asyncio-proto"),
+    Counted("floor", "floor: hooks + LineEcho alone, TCP, 16 pipelined", depth=16, versus="asyncio-streams --depth 16"),
     Counted("asyncio-proto", "asyncio Protocol echo, TCP, ping-pong", versus="asyncio-proto"),
     Counted("asyncio-streams", "asyncio streams readline echo, TCP, 16 pipelined", depth=16, versus="asyncio-streams --depth 16"),
 ]

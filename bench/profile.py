@@ -1,6 +1,6 @@
 """The reactor's hot path, driven in one process, for profilers.
 
-    python -m bench.profile line|chunk|udp|asyncio-proto|asyncio-streams
+    python -m bench.profile line|chunk|udp|floor|asyncio-proto|asyncio-streams
                             [--rounds N] [--depth D] [--cprofile]
 
 Throughput figures come from ``make bench``; this is the tool for looking
@@ -21,7 +21,9 @@ Instruction counts do not move with the machine's load, unlike seconds;
 the difference of two runs cancels start-up.  ``--depth 16`` pipelines 16
 lines per client per round.  ``asyncio-proto`` and ``asyncio-streams`` run
 the same rounds against asyncio's Protocol and streams echo servers, for
-comparison.  ``--cprofile`` prints the functions by total time, and the
+comparison; ``floor`` against bench/floor.py, the stdlib's hooks and
+``LineEcho`` with nothing around them (no table, no bounds): what the
+handler API itself costs.  ``--cprofile`` prints the functions by total time, and the
 total of calls profiled ("SYSTEM: N calls", builtins included; start-up
 cancels in the difference of two runs as above).  It prints CPU
 microseconds per request (client work included) either way.
@@ -69,6 +71,32 @@ def stream_rounds(handler: type, rounds: int, depth: int = 1) -> float:
             loop.run_once(1)
         loop.remove_server(server)
     server.server_close()
+    return spent
+
+
+def floor_rounds(rounds: int, depth: int = 1) -> float:
+    """The same rounds against bench/floor.py: the handler API's hooks and nothing around them."""
+    from .floor import FloorServer
+
+    server = FloorServer()
+    clients = [socket.create_connection(server.server_address, timeout=5) for _ in range(CLIENTS)]
+    while len(server.connections) < CLIENTS:
+        server.run_once(1)
+    began = time.process_time()
+    for _ in range(rounds):
+        for client in clients:
+            client.send(MESSAGE * depth)
+        server.run_once(1)
+        for client in clients:
+            got = b""
+            while len(got) < len(MESSAGE) * depth:
+                got += client.recv(65536)
+            if got != MESSAGE * depth:
+                raise AssertionError("wrong echo")
+    spent = time.process_time() - began
+    for client in clients:
+        client.close()
+    server.close()
     return spent
 
 
@@ -148,13 +176,15 @@ def asyncio_rounds(kind: str, rounds: int, depth: int = 1) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
-    parser.add_argument("system", choices=["line", "chunk", "udp", "asyncio-proto", "asyncio-streams"])
+    parser.add_argument("system", choices=["line", "chunk", "udp", "floor", "asyncio-proto", "asyncio-streams"])
     parser.add_argument("--depth", type=int, default=1, help="lines pipelined per client per round (stream systems)")
     parser.add_argument("--rounds", type=int, default=400, help="rounds of 50 requests (default 400)")
     parser.add_argument("--cprofile", action="store_true", help="print the functions by total time")
     args = parser.parse_args(argv)
     if args.system == "udp":
         run = lambda: datagram_rounds(args.rounds)  # noqa: E731
+    elif args.system == "floor":
+        run = lambda: floor_rounds(args.rounds, args.depth)  # noqa: E731
     elif args.system.startswith("asyncio"):
         run = lambda: asyncio_rounds(args.system, args.rounds, args.depth)  # noqa: E731
     else:

@@ -92,7 +92,7 @@ def test_an_unknown_scenario_is_refused_with_the_known_ones(tmp_path):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("system", ["line", "chunk", "udp"])
+@pytest.mark.parametrize("system", ["line", "chunk", "udp", "floor"])
 def test_the_profiling_driver_runs_each_system(system, capsys):
     from bench import profile
 
