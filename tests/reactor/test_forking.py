@@ -477,3 +477,32 @@ def test_a_request_ends_when_its_child_exits_not_when_a_grandchild_does(
         elif stream:  # the child shut the connection down before it exited
             run_until(r, lambda: peer.poll().eof)
     assert server.errors == [] and server.request_table.totals["failed"] == 0
+
+
+# ------------------------------------- the connection limit, for forked requests
+
+
+class EchoOneLine(reactor.StreamRequestHandler):
+    def handle(self) -> None:
+        self.wfile.write(self.rfile.readline())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_a_forked_connection_that_ends_frees_its_place_under_max_connections(name: str, places: Any) -> None:
+    """With ``max_connections = 1``, accepting pauses while the first child
+    runs and resumes when it has exited: the parent ends the request through
+    the server's end path, which tells the admission (it stayed FULL for good)."""
+    server = places.make_server(name, EchoOneLine, dispatch=reactor.Fork(4))
+    server.max_connections = 1
+    with reactor.Reactor() as r:
+        r.add_server(server)
+        try:
+            for n in range(3):
+                with connect(server) as client:
+                    assert exchange(r, client, b"line %d\n" % n) == b"line %d\n" % n
+                run_until(r, lambda: not server.dispatch.children and server.request_table.live(Kind.STREAM) == 0)
+            assert server.request_table.counters.get("accept_paused", 0) >= 1  # the limit was met each time
+        finally:
+            r.remove_server(server)
+            server.server_close()
