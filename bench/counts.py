@@ -63,7 +63,8 @@ class Counted:
 SYSTEMS = [
     Counted("line", "reactor LineEcho, TCP, ping-pong", versus="asyncio-proto"),
     Counted("line", "reactor LineEcho, TCP, 16 pipelined", depth=16, versus="asyncio-streams --depth 16"),
-    Counted("udp", "reactor DatagramEcho, UDP"),
+    Counted("udp", "reactor DatagramEcho, UDP", versus="stdlib-udp"),
+    Counted("stdlib-udp", "stdlib socketserver.UDPServer, DatagramEcho, UDP", versus="stdlib-udp"),
     # The floor (bench/floor.py): the stdlib's hooks and LineEcho with nothing
     # around them, what the handler API itself costs per message.
     Counted("floor", "floor: hooks + LineEcho alone, TCP, ping-pong", versus="asyncio-proto"),

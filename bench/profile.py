@@ -1,6 +1,6 @@
 """The reactor's hot path, driven in one process, for profilers.
 
-    python -m bench.profile line|chunk|udp|floor|asyncio-proto|asyncio-streams
+    python -m bench.profile line|chunk|udp|stdlib-udp|floor|asyncio-proto|asyncio-streams
                             [--rounds N] [--depth D] [--cprofile]
 
 Throughput figures come from ``make bench``; this is the tool for looking
@@ -23,7 +23,8 @@ lines per client per round.  ``asyncio-proto`` and ``asyncio-streams`` run
 the same rounds against asyncio's Protocol and streams echo servers, for
 comparison; ``floor`` against bench/floor.py, the stdlib's hooks and
 ``LineEcho`` with nothing around them (no table, no bounds): what the
-handler API itself costs.  ``--cprofile`` prints the functions by total time, and the
+handler API itself costs; ``stdlib-udp`` against the stdlib's own
+``socketserver.UDPServer`` with the same ``DatagramEcho``.  ``--cprofile`` prints the functions by total time, and the
 total of calls profiled ("SYSTEM: N calls", builtins included; start-up
 cancels in the difference of two runs as above).  It prints CPU
 microseconds per request (client work included) either way.
@@ -97,6 +98,37 @@ def floor_rounds(rounds: int, depth: int = 1) -> float:
     for client in clients:
         client.close()
     server.close()
+    return spent
+
+
+def stdlib_datagram_rounds(rounds: int) -> float:
+    """The same rounds against the stdlib's ``socketserver.UDPServer`` and the
+    same handler: each readiness, one ``_handle_request_noblock()`` (what its
+    ``serve_forever`` does per datagram), the floor for datagrams."""
+    import selectors
+    import socketserver
+
+    server = socketserver.UDPServer(("127.0.0.1", 0), DatagramEcho)
+    server.socket.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(server, selectors.EVENT_READ)
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(CLIENTS)]
+    began = time.process_time()
+    for _ in range(rounds):
+        for client in clients:
+            client.sendto(MESSAGE, server.server_address)
+        for _ in range(CLIENTS):
+            selector.select(1)
+            server._handle_request_noblock()
+        for client in clients:
+            client.settimeout(5)
+            if client.recv(64) != MESSAGE:
+                raise AssertionError("wrong echo")
+    spent = time.process_time() - began
+    for client in clients:
+        client.close()
+    selector.close()
+    server.server_close()
     return spent
 
 
@@ -176,13 +208,15 @@ def asyncio_rounds(kind: str, rounds: int, depth: int = 1) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
-    parser.add_argument("system", choices=["line", "chunk", "udp", "floor", "asyncio-proto", "asyncio-streams"])
+    parser.add_argument("system", choices=["line", "chunk", "udp", "stdlib-udp", "floor", "asyncio-proto", "asyncio-streams"])
     parser.add_argument("--depth", type=int, default=1, help="lines pipelined per client per round (stream systems)")
     parser.add_argument("--rounds", type=int, default=400, help="rounds of 50 requests (default 400)")
     parser.add_argument("--cprofile", action="store_true", help="print the functions by total time")
     args = parser.parse_args(argv)
     if args.system == "udp":
         run = lambda: datagram_rounds(args.rounds)  # noqa: E731
+    elif args.system == "stdlib-udp":
+        run = lambda: stdlib_datagram_rounds(args.rounds)  # noqa: E731
     elif args.system == "floor":
         run = lambda: floor_rounds(args.rounds, args.depth)  # noqa: E731
     elif args.system.startswith("asyncio"):
@@ -199,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = pstats.Stats(profiler)
         stats.sort_stats("tottime").print_stats(25)
         print(f"{args.system}: {stats.total_calls} calls")  # type: ignore[attr-defined]
-    depth = 1 if args.system == "udp" else args.depth
+    depth = 1 if "udp" in args.system else args.depth
     print(f"{args.system}: {spent / (args.rounds * CLIENTS * depth) * 1e6:.2f} us CPU per request (client included)")
     return 0
 

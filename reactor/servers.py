@@ -53,7 +53,7 @@ from .errors import UsageError
 from .loop import Reactor
 from .ratelimit import RateLimitedLog
 from .serving import Serving
-from .table import FINAL_STATES, Event, Kind, Record, RequestTable, family_name
+from .table import FINAL_STATES, Event, Kind, Record, RequestTable, State, family_name
 
 __all__ = ["BaseServer"]
 
@@ -359,8 +359,12 @@ class BaseServer:
             if start is not None:
                 start(request, client_address, record)
                 return
-            if self.dispatch.has_room():
-                table.transition(record, _DISPATCH, "process_request()")
+            dispatch = self.dispatch
+            if dispatch.inline or dispatch.has_room():
+                if record.quiet:  # opened quiet, nobody to tell (a datagram's): the move by assignment
+                    record.state = _PROCESSING
+                else:
+                    table.transition(record, _DISPATCH, "process_request()")
             else:
                 table.transition(record, Event.WAIT, "every worker is busy")
             self.process_request(request, client_address)
@@ -502,6 +506,7 @@ def check_seconds(name: str, value: Any, zero_ok: bool = False) -> None:
 
 
 _DISPATCH = Event.DISPATCH  # plain globals: the hot path's enum lookups
+_PROCESSING = State.PROCESSING
 _FULL = Admit.FULL
 _ERROR = Event.ERROR
 

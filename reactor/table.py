@@ -19,7 +19,9 @@ Rules (every one of them enforced here, nowhere else):
    (One exception, for speed when nobody watches: a framed connection's
    quiet pump, ``Connection._pump``, makes the moves READING -> PROCESSING
    -> READING of a message handled within one read by assignment; each is
-   MESSAGE+DISPATCH, or REPLY, of this table.)
+   MESSAGE+DISPATCH, or REPLY, of this table.  Likewise a datagram's
+   record opened quiet moves RECEIVED -> PROCESSING, its DISPATCH, by
+   assignment in ``BaseServer._lifecycle``.)
 2. A record that reaches a final state (CLOSED, DONE, FAILED) leaves the
    table at once, so the table only ever holds live requests, and a long
    running server cannot accumulate finished ones (python/cpython#81374).
@@ -294,7 +296,8 @@ class RequestTable:
         in the table, and in every snapshot, all the same.
         """
         with self._lock:
-            record = Record(next(self._ids), kind, family_name(family, kind), peer, request, self.clock())
+            label = _LABELS.get((family, kind)) or family_name(family, kind)  # one call less per datagram
+            record = Record(next(self._ids), kind, label, peer, request, self.clock())
             record.bytes_in = size
             self._records[record.id] = record
             self._live_kinds[kind] = self._live_kinds.get(kind, 0) + 1
