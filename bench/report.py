@@ -246,7 +246,7 @@ def render(data: dict[str, Any], markdown: bool = False) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-COUNTS_HEADER = ["system (bench.profile)", "instructions/msg", "x asyncio", "calls/msg", "x asyncio", "notes"]
+COUNTS_HEADER = ["system (bench.profile)", "instructions/msg", "x comparator", "calls/msg", "x comparator", "notes"]
 
 
 def counts_section(counted: dict[str, Any], markdown: bool = False) -> str:
@@ -266,8 +266,10 @@ def counts_section(counted: dict[str, Any], markdown: bool = False) -> str:
     if counted.get("skipped"):
         lines.append(f"instructions per message: skipped, {counted['skipped']} (make bench installs it when it can)")
     lines.append("instructions: user-space instructions under valgrind --tool=callgrind; calls: Python function calls "
-                 "under cProfile, builtins included.  x asyncio: over asyncio's Protocol echo (ping-pong) or asyncio "
-                 "streams' readline echo (16 pipelined), as in the targets.  Neither count moves with the machine's load."
+                 "under cProfile, builtins included.  x comparator: over the target's comparator, asyncio's Protocol echo "
+                 "(ping-pong), asyncio streams' readline echo (16 pipelined) or the stdlib's UDPServer (UDP).  The floor "
+                 "rows (bench/floor.py) are the stdlib's hooks and LineEcho with nothing around them: what the handler "
+                 "API itself costs.  Neither count moves with the machine's load."
                  + (f"  Counted in {counted['seconds']:.0f} s." if counted.get("seconds") is not None else ""))  # fmt: skip
     table = markdown_table if markdown else text_table
     head = f"#### Counted, not timed\n\nThe {about}.\n\n" if markdown else f"COUNTED, NOT TIMED: the {about}\n"
