@@ -159,7 +159,7 @@ def _number(cast: Callable[[str], Any], what: str, zero: bool = False) -> Callab
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what} or 'none', not {text!r}") from None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):  # nan, inf: see reactor.servers.check_seconds
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):  # nan, inf: see reactor.bounds.check_seconds
             raise argparse.ArgumentTypeError(f"expected finite {what} {least} or 'none', not {text!r}")
         return value
 

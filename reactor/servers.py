@@ -35,7 +35,6 @@ What differs from the stdlib, on purpose:
 from __future__ import annotations
 
 import logging
-import math
 import selectors
 import os
 import socket
@@ -47,6 +46,7 @@ from typing import Any
 from handlers.message import MessageHandler
 
 from .admission import DEFAULT_MAX_CONNECTIONS, Admit
+from .bounds import SECONDS, check_seconds
 from .connection import Connection
 from .dispatch import Inline, Strategy
 from .errors import UsageError
@@ -332,14 +332,18 @@ class BaseServer:
         return True
 
     def _take(self, request: Any, client_address: Any) -> None:
-        """Open the request's record and run the lifecycle (stream servers)."""
+        """Open the request's record and run the lifecycle (stream servers: ``_begin``)."""
         framed = self._handler_is_framed()
         kind = Kind.CONNECTION if framed else self._record_kind
         record = self.request_table.open(kind, request, client_address, getattr(self, "address_family", 0))
-        self._lifecycle(request, client_address, record, self._start_connection if framed else None)
+        self._begin(request, client_address, record, self._start_connection if framed else None)
         admission = self._serving.admission
         if admission is not None:
             admission.accepted()
+
+    def _begin(self, request: Any, client_address: Any, record: Record, start: Any) -> None:
+        """Begin an accepted connection's lifecycle (``TCPServer`` first runs a TLS handshake)."""
+        self._lifecycle(request, client_address, record, start)
 
     def _handler_is_framed(self) -> bool:
         """Is ``RequestHandlerClass`` (as it is now: it may be reassigned) a ``MessageHandler``?"""
@@ -480,29 +484,6 @@ class BaseServer:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-#: The server attributes that are seconds, and whether 0 is a valid value
-#: (0 for ``timeout``: handle_request() polls; for ``drain_timeout``: do not wait).
-SECONDS = {"idle_timeout": False, "request_timeout": False, "write_timeout": False, "drain_timeout": True, "timeout": True}
-
-
-def check_seconds(name: str, value: Any, zero_ok: bool = False) -> None:
-    """Raise UsageError unless ``value`` is None or a finite number of seconds (> 0, or >= 0).
-
-    NaN, infinities and negative numbers are refused where they are set: a
-    NaN deadline would never compare as due (and made the loop spin), an
-    infinite one or one past epoll's limit (about 24.8 days) made
-    ``select()`` raise OverflowError.  None means "no limit".
-    """
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"{name} must be a number of seconds or None (no limit), not {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-        least = ">= 0" if zero_ok else "> 0"
-        raise UsageError(f"{name} must be a finite number of seconds {least}, or None for no limit; not {value!r}")
-
 
 
 _DISPATCH = Event.DISPATCH  # plain globals: the hot path's enum lookups
