@@ -1,6 +1,6 @@
 """The state diagrams in docs/images are what scripts/make_diagrams.py draws from the table.
 
-The images are generated from ``reactor.table.TRANSITIONS`` and checked in,
+The images are generated from ``reactor.states.TRANSITIONS`` and checked in,
 so that GitHub shows them.  These tests fail when a checked-in image is
 stale (the table changed, or the script did, and nobody re-ran it), and
 check that each image is well-formed SVG naming every state and event of
