@@ -44,6 +44,7 @@ from .deadline import LINGER, Deadline
 from .input import Input
 from .output import Output
 from .table import Event, Record, Size, State, describe_peer
+from .tls import send_close_notify
 
 __all__ = ["Connection", "LINGER"]
 
@@ -84,7 +85,7 @@ class Connection:
         self._table = server.request_table
         framing = server.RequestHandlerClass.framing
         self._input = Input(sock, reactor, framing, server.max_message_size, self._on_readable)
-        self._output = Output(sock, record, reactor, self._on_writable)  # what the kernel has not taken yet
+        self._output = Output(sock, record, reactor, self._on_writable, self._input.after_read)  # not yet taken
         self._close_asked = False
         self._failure = ""  # why the connection failed (it closes, then ends FAILED)
         self._deadline = Deadline(server, reactor, self._on_deadline)
@@ -408,12 +409,12 @@ class Connection:
             self._output_sent()
 
     def _output_sent(self) -> None:
+        send_close_notify(self.sock)  # TLS: every clean close says so (a plain socket: nothing)
         if not self._linger:
             self._finish_close()
             return
-        # Shut our side, then wait (briefly) for the peer's EOF, reading and
-        # dropping whatever it still sends: closing with unread input would
-        # make the kernel send a reset, which can destroy our last reply.
+        # Shut our side, then wait (briefly) for the peer's EOF, dropping what
+        # it sends: unread input at close makes a reset, which can destroy our last reply.
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:

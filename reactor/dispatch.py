@@ -71,8 +71,10 @@ def run_request(server: Any, request: Any, client_address: Any) -> None:
     try:
         server.finish_request(request, client_address)
     except Exception:
-        mark_failed(server, request, "exception in the handler")
-        server.handle_error(request, client_address)
+        try:
+            server.handle_error(request, client_address)  # first, as the stdlib does (and inline, here)
+        finally:
+            mark_failed(server, request, "exception in the handler")
     except BaseException:
         mark_failed(server, request, "KeyboardInterrupt/SystemExit")
         raise

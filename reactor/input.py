@@ -8,11 +8,16 @@ ahead of the handler by at most one read plus one message
 (``READ_SIZE + max_message_size``): past that the kernel holds the rest,
 and its window tells the peer to slow down.
 
+Over TLS (an ``ssl.SSLSocket``), "want read"/"want write" mean "nothing
+yet", a clean close_notify and a bare EOF both read as EOF, and bytes TLS
+has decrypted but not yet returned are taken in the same read.
+
 Invariant: read interest is registered exactly while ``watching``.
 """
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, Callable
 
 from handlers.framing import FrameBuffer, Framer
@@ -30,7 +35,7 @@ class Input:
     readable (the connection's, which calls ``read``).  Loop thread only.
     """
 
-    __slots__ = ("frames", "eof", "watching", "_sock", "_reactor", "_on_readable", "_ahead")
+    __slots__ = ("frames", "eof", "watching", "_sock", "_reactor", "_on_readable", "_ahead", "_pending", "_after")
 
     def __init__(self, sock: Any, reactor: Any, framing: Framer, max_message_size: int | None,
                  on_readable: Callable[[], None]) -> None:  # fmt: skip
@@ -41,6 +46,8 @@ class Input:
         self._reactor = reactor
         self._on_readable = on_readable
         self._ahead = READ_SIZE + (max_message_size or READ_SIZE)
+        self._pending = getattr(sock, "pending", None)  # TLS: decrypted bytes not yet returned
+        self._after: Callable[[], None] | None = None  # once, after the next read (see after_read)
 
     def read(self) -> bytes | None:
         """One ``recv()``: the bytes, b"" at EOF (then no more watching), None if nothing came.
@@ -49,12 +56,23 @@ class Input:
         """
         try:
             data = self._sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return None
         if not data:
             self.eof = True
             self.watch(False)
+        elif self._pending is not None and self._pending():
+            data += self._sock.recv(self._pending())  # a record larger than READ_SIZE: the rest is here
+        if self._after is not None:
+            after, self._after = self._after, None
+            after()
         return data
+
+    def after_read(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, after the next read (watching meanwhile): a
+        TLS write that needs the peer's data first (``Output``) is retried then."""
+        self._after = callback
+        self.watch(True)
 
     def take(self, data: bytes, handling: bool) -> None:
         """Buffer ``data``; unless a message could be handled now, stop reading once enough is ahead."""

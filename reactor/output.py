@@ -8,12 +8,20 @@ take is *queued* here, and the socket is watched for writability only
 while something is queued.  A socket error is the connection's business:
 ``send``, ``release`` and ``flush`` report it by returning the exception.
 
-Invariant: write interest is registered exactly while ``queued`` > 0.
+Over TLS (an ``ssl.SSLSocket``) the queue holds what TLS has yet to
+encrypt: the encrypted bytes go straight to the kernel, so the water marks
+bound the same memory.  "Want write" is a full socket; "want read" (a
+write that needs the peer's data first: a renegotiation) stops write
+interest until the next read (``after_read``), so it never spins.
+
+Invariant: write interest is registered exactly while ``queued`` > 0 (and
+no TLS write waits for a read).
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 from typing import Any, Callable
 
 __all__ = ["Output"]
@@ -26,9 +34,13 @@ class Output:
     take more (the connection's, which calls ``flush``).  Loop thread only.
     """
 
-    __slots__ = ("held", "_held_size", "_sock", "_record", "_reactor", "_on_writable", "_queue", "_watching")
+    __slots__ = ("held", "_held_size", "_sock", "_record", "_reactor", "_on_writable", "_queue", "_watching",
+                 "_after_read", "_needs_read")  # fmt: skip
 
-    def __init__(self, sock: Any, record: Any, reactor: Any, on_writable: Callable[[], None]) -> None:
+    def __init__(self, sock: Any, record: Any, reactor: Any, on_writable: Callable[[], None],
+                 after_read: Callable[[Callable[[], None]], None] | None = None) -> None:  # fmt: skip
+        self._after_read = after_read  # TLS: run a callback after the next read (Input.after_read)
+        self._needs_read = False
         self._sock = sock
         self._record = record  # counts bytes_out
         self._reactor = reactor
@@ -110,10 +122,19 @@ class Output:
         """One nonblocking ``send()``: how many bytes the kernel took (0 if none), or its error."""
         try:
             return self._sock.send(data)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+            return 0
+        except ssl.SSLWantReadError:
+            if self._after_read is not None and not self._needs_read:
+                self._needs_read = True
+                self._after_read(self._read_came)
             return 0
         except OSError as exc:
             return exc
+
+    def _read_came(self) -> None:
+        self._needs_read = False
+        self._on_writable()  # the connection's: flush, as when the socket is writable
 
     def forget(self) -> None:
         """The socket is closing: unwatch it (what is held or queued is dropped)."""
@@ -123,6 +144,7 @@ class Output:
         self._held_size = 0
 
     def _watch(self, on: bool) -> None:
+        on = on and not self._needs_read  # a TLS write waiting for a read: writability changes nothing
         if on and not self._watching:
             self._reactor.add_writer(self._sock, self._on_writable)
             self._watching = True

@@ -4,15 +4,20 @@ Despite its name (the stdlib's), this is the base of every socket server
 here: ``UDPServer`` and the Unix servers only change the family, the
 socket type and how a request is taken.  What it adds to ``BaseServer`` is
 the socket: ``server_bind``, ``server_activate``, ``fileno``,
-``get_request`` (``accept()``) and the closing of each connection.
+``get_request`` (``accept()``) and the closing of each connection; and,
+for stream servers, TLS (``ssl_context``; reactor/tls.py, docs/tls.md).
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 from typing import Any
 
+from .errors import UsageError
 from .servers import BaseServer
+from .table import Record
+from .tls import HANDSHAKE_TIMEOUT, Handshake, accept_plain, context_of, send_close_notify
 
 __all__ = ["TCPServer"]
 
@@ -28,6 +33,11 @@ class TCPServer(BaseServer):
 
     ``TCPServer(addr, Handler, bind_and_activate=False)`` creates the socket
     but leaves ``server_bind()``/``server_activate()`` to the caller.
+
+    TLS: ``ssl_context`` (keyword or class attribute), an ``ssl.SSLContext``
+    with the server's certificate loaded; or a listener wrapped the stdlib's
+    way after construction.  Each client's handshake runs in the loop,
+    nonblocking, within ``handshake_timeout`` seconds (reactor/tls.py).
     """
 
     address_family = socket.AF_INET
@@ -35,16 +45,29 @@ class TCPServer(BaseServer):
     request_queue_size = socket.SOMAXCONN
     allow_reuse_address = False
     allow_reuse_port = False
+    #: Serve TLS with this ``ssl.SSLContext`` (None: plain, unless the listener was wrapped) ...
+    ssl_context: Any = None
+    #: ... giving each client this many seconds to finish its handshake (None: no limit).
+    handshake_timeout: float | None = HANDSHAKE_TIMEOUT
 
     def __init__(
-        self, server_address: Any, RequestHandlerClass: Any, bind_and_activate: bool = True, *, dispatch: Any = None
-    ) -> None:
+        self, server_address: Any, RequestHandlerClass: Any, bind_and_activate: bool = True, *, dispatch: Any = None,
+        ssl_context: Any = None,
+    ) -> None:  # fmt: skip
         """Constructor.  May be extended (call it), do not replace it.
 
         ``dispatch`` (keyword only): the strategy that runs handlers, for
         example ``ThreadPool(8)``; default: the class's ``dispatch``.
+        ``ssl_context`` (keyword only, stream servers): serve TLS with it.
         """
         BaseServer.__init__(self, server_address, RequestHandlerClass, dispatch=dispatch)
+        self._handshakes: set[Handshake] = set()  # TLS handshakes under way
+        if ssl_context is not None:
+            if self.socket_type != socket.SOCK_STREAM:
+                raise UsageError(f"{type(self).__name__} is not a stream server: TLS needs one (DTLS is not supported)")
+            if not hasattr(ssl_context, "wrap_socket"):
+                raise UsageError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
+            self.ssl_context = ssl_context
         if self.address_family == socket.AF_INET and _is_ipv6_literal(server_address):
             self.address_family = socket.AF_INET6
         self.socket = socket.socket(self.address_family, self.socket_type)
@@ -83,12 +106,44 @@ class TCPServer(BaseServer):
         return self.socket.fileno()
 
     def get_request(self) -> tuple[Any, Any]:
-        """Accept a connection: returns ``(socket, client_address)``."""
-        return self.socket.accept()
+        """Accept a connection: returns ``(socket, client_address)``.
+
+        On a listener wrapped the stdlib's way, the TLS handshake is not run
+        here (it would block the loop) but by the loop, as for ``ssl_context``.
+        """
+        return accept_plain(self.socket)
+
+    def _begin(self, request: Any, client_address: Any, record: Record, start: Any) -> None:
+        # TLS: the handshake first, in the loop; the lifecycle goes on with
+        # the secured socket (blocking again for a classic handler).
+        context, reactor = context_of(self), self._serving.reactor
+        if context is None:
+            self._lifecycle(request, client_address, record, start)
+            return
+        if reactor is None:  # handle_request() with no reactor: a blocking handshake, as the stdlib's
+            request = Handshake.blocking(self, request, client_address, record, context)
+            if request is not None:
+                self._lifecycle(request, client_address, record, start)
+            return
+
+        def secured(tls: Any) -> None:
+            if start is None:
+                tls.setblocking(True)  # what a classic handler gets from accept()
+            self._lifecycle(tls, client_address, record, start)
+
+        Handshake(self, request, client_address, record, reactor, context, secured).start()
+
+    def _detach(self, reactor: Any) -> None:
+        for handshake in tuple(self._handshakes):
+            handshake.abort("the server stopped serving")
+        super()._detach(reactor)
 
     def shutdown_request(self, request: Any) -> None:
-        """Shut the connection's write side down (the peer sees EOF), then close it."""
+        """Shut the connection's write side down (the peer sees EOF; over TLS,
+        close_notify first), then close it."""
         self._end_request(request)
+        if isinstance(request, ssl.SSLSocket):  # (not a call per framed message: a test)
+            send_close_notify(request)
         try:
             request.shutdown(socket.SHUT_WR)
         except OSError:

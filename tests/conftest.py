@@ -263,3 +263,16 @@ def _describe_fd(fd: int) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return "?"
+
+
+# ------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="session")
+def certs() -> Any:
+    """A throw-away test CA with a server and a client certificate (tests/tls_support.py)."""
+    from tls_support import make_certs
+
+    made = make_certs()
+    yield made
+    shutil.rmtree(made.dir, ignore_errors=True)

@@ -368,7 +368,7 @@ def test_handler_exception_fails_only_its_connection(places, name):
                 assert read_all(bad) == b""  # closed: EOF ...
             except ConnectionResetError:
                 pass  # ... or a reset, either says "closed"
-            # The record fails (and the socket closes) before handle_error runs: wait for both.
+            # handle_error runs, and the record fails (the socket closes): wait for both.
             wait_for(lambda: server.errors and server.request_table.totals["failed"] == 1)
             assert [type(exc) for _, exc in server.errors] == [ValueError]
             assert server.errors[0][0].message == b"boom\n"  # handle_error got the failed message

@@ -16,6 +16,13 @@ from reactor.table import FINAL_STATES, INITIAL_STATE, TRANSITIONS, Event, Kind,
 S, E = State, Event
 PEER = ("127.0.0.1", 40000)
 
+#: TLS's handshake, for a connection of either kind (reactor/tls.py).
+TLS = {
+    (S.ACCEPTED, E.HANDSHAKE): S.HANDSHAKING,
+    (S.HANDSHAKING, E.SECURED): S.ACCEPTED,
+    (S.HANDSHAKING, E.ABORT): S.CLOSED,
+}
+
 #: The machine as the module docstring and the Event comments document it.
 DOCUMENTED = {
     Kind.STREAM: {
@@ -27,8 +34,10 @@ DOCUMENTED = {
         (S.ACCEPTED, E.ERROR): S.FAILED,
         (S.PROCESSING, E.FINISH): S.CLOSED,
         (S.PROCESSING, E.ERROR): S.FAILED,
+        **TLS,
     },
     Kind.CONNECTION: {
+        **TLS,
         (S.ACCEPTED, E.START): S.READING,
         (S.ACCEPTED, E.REJECT): S.CLOSED,
         (S.READING, E.MESSAGE): S.READY,

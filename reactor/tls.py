@@ -1,0 +1,223 @@
+"""TLS on stream servers, with the handshake run by the loop.
+
+The stdlib's way to serve TLS, wrapping the listening socket
+(``server.socket = context.wrap_socket(server.socket, server_side=True)``),
+makes ``accept()`` run the handshake, blocking: one client that connects
+and never sends its ClientHello holds up every client of every server on
+the loop.  Here the handshake is a state of the connection's record, run
+without blocking, as the loop runs everything else:
+
+    ACCEPTED -handshake-> HANDSHAKING -secured-> ACCEPTED   (then as any connection)
+    HANDSHAKING -abort-> CLOSED   (a failed handshake, handshake_timeout, the server closing)
+
+A server serves TLS when it has an ``ssl_context`` (a keyword of the
+stream servers' constructors, or a class attribute), or when its listening
+socket was wrapped the stdlib's way: that is detected, and the listener's
+own context used, so the stdlib pattern is never deaf either.
+
+Once secured, the connection goes on with an ``ssl.SSLSocket``: a classic
+handler gets it in blocking mode (as it would get a plain socket); a
+framed connection reads and writes through it without blocking
+(``reactor.input``/``reactor.output`` take TLS's "want read"/"want write"
+for "not now").  What a handler sees of TLS (``getpeercert()``,
+``selected_alpn_protocol()``, ``version()``, ``cipher()``) is on that
+socket: ``self.request`` for a classic handler, ``self.connection.sock``
+for a framed one.  Every clean close sends close_notify.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from typing import Any, Callable
+
+from .table import Event
+
+__all__ = ["Handshake", "context_of", "accept_plain", "send_close_notify", "HANDSHAKE_TIMEOUT"]
+
+log = logging.getLogger("reactor")
+
+#: Default ``handshake_timeout``: seconds a client has to finish its handshake (asyncio's default too).
+HANDSHAKE_TIMEOUT = 60.0
+
+
+def context_of(server: Any) -> ssl.SSLContext | None:
+    """The server's TLS context: its ``ssl_context``, or its wrapped listener's; None for plain TCP."""
+    context = getattr(server, "ssl_context", None)
+    if context is None and isinstance(getattr(server, "socket", None), ssl.SSLSocket):
+        context = server.socket.context
+    return context
+
+
+def accept_plain(listener: socket.socket) -> tuple[socket.socket, Any]:
+    """``accept()`` that never runs a handshake: on a listener wrapped the
+    stdlib's way, ``SSLSocket.accept`` would run it here, blocking."""
+    if isinstance(listener, ssl.SSLSocket):
+        return socket.socket.accept(listener)
+    return listener.accept()
+
+
+def send_close_notify(sock: Any) -> None:
+    """Send TLS's close_notify on ``sock`` if it speaks TLS, never waiting for the peer's.
+
+    A plain socket is left alone.  Errors are ignored: the peer may be gone.
+    """
+    if not isinstance(sock, ssl.SSLSocket) or sock._sslobj is None:  # not TLS, or already shut down
+        return
+    timeout = sock.gettimeout()
+    try:
+        sock.settimeout(0.0)  # ours goes out at once; waiting for the peer's would block
+        sock.unwrap()
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        pass  # ours is sent (or queued in the kernel); the peer's is not awaited
+    except (OSError, ValueError):
+        pass
+    finally:
+        try:
+            sock.settimeout(timeout)
+        except OSError:
+            pass
+
+
+class Handshake:
+    """One accepted connection's TLS handshake, run by the loop without blocking.
+
+    ``start()`` wraps the socket (the record's request becomes the
+    ``SSLSocket``), then each step runs when the socket is ready in the
+    direction TLS asks for.  Secured, the record goes back to ACCEPTED and
+    ``then(tls_socket)`` carries on (the server's lifecycle).  Failed (a
+    plain-text client, a bad certificate, a reset), timed out
+    (``server.handshake_timeout``) or aborted (the server stops serving),
+    the connection is closed, the record aborted, and the bound counted
+    (``handshake_failed``, ``handshake_timeout``), logged at DEBUG
+    (rate-limited).  Loop thread only.
+    """
+
+    __slots__ = ("server", "record", "client_address", "tls", "_reactor", "_context", "_sock", "_then",
+                 "_timer", "_watching")  # fmt: skip
+
+    def __init__(self, server: Any, sock: socket.socket, client_address: Any, record: Any, reactor: Any,
+                 context: ssl.SSLContext, then: Callable[[ssl.SSLSocket], None]) -> None:  # fmt: skip
+        self.server = server
+        self.record = record
+        self.client_address = client_address
+        self.tls: ssl.SSLSocket | None = None
+        self._reactor = reactor
+        self._context = context
+        self._sock = sock
+        self._then = then
+        self._timer: Any = None
+        self._watching = ""  # "read", "write" or ""
+
+    def __repr__(self) -> str:
+        return f"<Handshake #{self.record.id} {self.client_address!r} {self.record.state.name}>"
+
+    def trace_label(self, fd: int) -> str:
+        """What the trace calls the socket while it shakes hands: ``tcp4 127.0.0.1:9000 #3 handshake``."""
+        return f"{self.server.request_table.name} #{self.record.id} handshake"
+
+    def start(self) -> None:
+        table = self.server.request_table
+        table.transition(self.record, Event.HANDSHAKE, "TLS")
+        try:
+            self._sock.setblocking(False)
+            self.tls = self._context.wrap_socket(self._sock, server_side=True, do_handshake_on_connect=False)
+        except (OSError, ValueError) as exc:
+            self._fail("handshake_failed", f"the TLS handshake could not start: {exc}", self._sock)
+            return
+        table.rebind(self.record, self.tls)
+        self.server._handshakes.add(self)
+        if self.server.handshake_timeout is not None:
+            self._timer = self._reactor.call_later(self.server.handshake_timeout, self._timed_out)
+        self._step()
+
+    @staticmethod
+    def blocking(server: Any, sock: socket.socket, client_address: Any, record: Any,
+                 context: ssl.SSLContext) -> ssl.SSLSocket | None:  # fmt: skip
+        """The handshake without a loop (``handle_request()`` on its own), blocking
+        as the stdlib's would, within ``handshake_timeout``: the secured socket,
+        or None (the connection was closed and its record aborted)."""
+        table = server.request_table
+        table.transition(record, Event.HANDSHAKE, "TLS, blocking: no loop")
+        try:
+            sock.settimeout(server.handshake_timeout)
+            tls = context.wrap_socket(sock, server_side=True)
+        except (OSError, ValueError) as exc:
+            timed_out = isinstance(exc, TimeoutError)
+            _give_up(server, sock, client_address, "handshake_timeout" if timed_out else "handshake_failed",
+                     "no TLS handshake within handshake_timeout" if timed_out else f"TLS handshake failed: {_why(exc)}")
+            return None
+        table.rebind(record, tls)
+        tls.settimeout(None)
+        table.transition(record, Event.SECURED, f"{tls.version()}, {tls.cipher()[0]}")
+        return tls
+
+    def _step(self) -> None:
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch("read")
+        except ssl.SSLWantWriteError:
+            self._watch("write")
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: bad data, bad certificate, reset
+            self._fail("handshake_failed", f"TLS handshake failed: {_why(exc)}")
+        else:
+            self._end()
+            table = self.server.request_table
+            table.transition(self.record, Event.SECURED, f"{self.tls.version()}, {self.tls.cipher()[0]}")
+            self._then(self.tls)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._fail("handshake_timeout", f"no TLS handshake within handshake_timeout ({self.server.handshake_timeout} s)")
+
+    def abort(self, reason: str) -> None:
+        """Close now (the server stops serving)."""
+        self._fail("", reason)
+
+    def _fail(self, counter: str, reason: str, sock: Any = None) -> None:
+        self._end()
+        _give_up(self.server, sock or self.tls, self.client_address, counter, reason)
+
+    def _end(self) -> None:
+        self.server._handshakes.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._watch("")
+
+    def _watch(self, direction: str) -> None:
+        if direction == self._watching:
+            return
+        reactor = self._reactor
+        if self._watching == "read":
+            reactor.remove_reader(self.tls)
+        elif self._watching == "write":
+            reactor.remove_writer(self.tls)
+        if direction == "read":
+            reactor.add_reader(self.tls, self._step)
+        elif direction == "write":
+            reactor.add_writer(self.tls, self._step)
+        self._watching = direction
+
+
+def _give_up(server: Any, sock: Any, client_address: Any, counter: str, reason: str) -> None:
+    """Close a connection whose handshake did not succeed: counted (``counter``,
+    if any), logged at DEBUG (rate-limited: a client can fail again and
+    again), its record aborted (an admission paused at the limit may open)."""
+    if counter:
+        server.request_table.count(counter)
+        server._warnings.log(logging.DEBUG, counter, "%s: %r: %s; closed", server.request_table.name,
+                             client_address, reason)  # fmt: skip
+    try:
+        sock.close()  # no close_notify: there is no session to close
+    except OSError:
+        pass
+    server._end_request(sock, Event.ABORT, reason)
+
+
+def _why(exc: BaseException) -> str:
+    """A handshake error in a few words (``WRONG_VERSION_NUMBER``: a plain-text client, say)."""
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else (str(exc) or type(exc).__name__)
