@@ -356,3 +356,15 @@ def test_a_write_that_wants_a_read_waits_for_the_next_read_not_for_writability()
     assert calls == ["writable"]  # the write is retried, once, after that read
     sock.send_results = [6]
     assert write_side.flush() is None and sock.sent == b"reply\n"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("cls, name", [(reactor.ThreadingTCPServer, "tcp4"), (reactor.ForkingTCPServer, "tcp4"),
+                                       (reactor.ThreadingUnixStreamServer, "unix"),
+                                       (reactor.ForkingUnixStreamServer, "unix")])  # fmt: skip
+def test_the_threading_and_forking_variants_take_ssl_context_too(places, certs, cls, name):
+    server = places.make_server(name, UpperStream, cls=cls, ssl_context=certs.server_context())
+    with ServingThread(server), tls_connect(server, certs.client_context()) as client:
+        client.sendall(b"variant\n")
+        assert read_lines(client, 1) == b"VARIANT\n"
+        client.unwrap().close()  # the EOF a forked child waits for (it holds a copy of this socket)
