@@ -47,6 +47,23 @@ CLIENTS = 50
 MESSAGE = b"x" * 31 + b"\n"
 
 
+def timed_rounds(clients: list[socket.socket], step: Any, rounds: int, depth: int) -> float:
+    """CPU seconds for ``rounds`` rounds: each client sends ``depth`` lines, ``step(1)`` runs the
+    server once (on loopback every line is already in: one step answers all), each reads its echo."""
+    began = time.process_time()
+    for _ in range(rounds):
+        for client in clients:
+            client.send(MESSAGE * depth)
+        step(1)
+        for client in clients:
+            got = b""
+            while len(got) < len(MESSAGE) * depth:
+                got += client.recv(65536)
+            if got != MESSAGE * depth:
+                raise AssertionError("wrong echo")
+    return time.process_time() - began
+
+
 def stream_rounds(handler: type, rounds: int, depth: int = 1) -> float:
     server = reactor.TCPServer(("127.0.0.1", 0), handler)
     with reactor.Reactor() as loop:
@@ -54,18 +71,7 @@ def stream_rounds(handler: type, rounds: int, depth: int = 1) -> float:
         clients = [socket.create_connection(server.server_address, timeout=5) for _ in range(CLIENTS)]
         while len(server.connections) < CLIENTS:
             loop.run_once(1)
-        began = time.process_time()
-        for _ in range(rounds):
-            for client in clients:
-                client.send(MESSAGE * depth)
-            loop.run_once(1)  # on loopback every line is already in: one iteration answers all
-            for client in clients:
-                got = b""
-                while len(got) < len(MESSAGE) * depth:
-                    got += client.recv(65536)
-                if got != MESSAGE * depth:
-                    raise AssertionError("wrong echo")
-        spent = time.process_time() - began
+        spent = timed_rounds(clients, loop.run_once, rounds, depth)
         for client in clients:
             client.close()
         while server.connections:
@@ -83,18 +89,7 @@ def floor_rounds(rounds: int, depth: int = 1) -> float:
     clients = [socket.create_connection(server.server_address, timeout=5) for _ in range(CLIENTS)]
     while len(server.connections) < CLIENTS:
         server.run_once(1)
-    began = time.process_time()
-    for _ in range(rounds):
-        for client in clients:
-            client.send(MESSAGE * depth)
-        server.run_once(1)
-        for client in clients:
-            got = b""
-            while len(got) < len(MESSAGE) * depth:
-                got += client.recv(65536)
-            if got != MESSAGE * depth:
-                raise AssertionError("wrong echo")
-    spent = time.process_time() - began
+    spent = timed_rounds(clients, server.run_once, rounds, depth)
     for client in clients:
         client.close()
     server.close()
