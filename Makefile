@@ -39,10 +39,12 @@ bench-tools:
 	$(call apt_install,valgrind,valgrind,the bench will skip its instruction counts)
 
 # Independent clients the tests talk to (socat for every family, redis-cli
-# and redis-benchmark for the RESP example), installed from Debian's packages
-# when missing.  If that is impossible the tests that need them skip, saying so.
+# and redis-benchmark for the RESP example, openssl to make the TLS tests'
+# throw-away certificates and as a TLS client (s_client), curl as an HTTPS
+# client), installed from Debian's packages when missing.  If that is
+# impossible the tests that need them skip, saying so.
 tools:
-	$(call apt_install,socat redis-cli redis-benchmark,socat redis-tools,the tests that need them will skip)
+	$(call apt_install,socat redis-cli redis-benchmark openssl curl,socat redis-tools openssl curl,the tests that need them will skip)
 
 # $(call apt_install,COMMANDS,PACKAGES,WITHOUT): unless every one of COMMANDS
 # is on the PATH, install PACKAGES with apt-get (after an update if the first

@@ -3,7 +3,7 @@
 What the command does, in order:
 
 1. parse and check everything it was given (addresses, the handler, the
-   dispatch strategy, the bounds) before opening anything;
+   dispatch strategy, the bounds, the TLS files) before opening anything;
 2. create ONE ``Reactor``, then one server per address, each with its own
    dispatch strategy instance and the bounds set as instance attributes;
 3. print one ``serving <family> <address> (<Handler>, <strategy>)`` line per
@@ -14,9 +14,10 @@ What the command does, in order:
    the reactor, and exit 0.
 
 Exit statuses: 0 after a signal, 2 for a usage error (a bad address, a
-handler that cannot be imported, a bind failure), each reported as one
-line on stderr after whatever was already opened has been closed; 128 +
-the signal's number (130, 143) when a second signal ended it at once.
+handler that cannot be imported, a TLS file that cannot be used, a bind
+failure), each reported as one line on stderr after whatever was already
+opened has been closed; 128 + the signal's number (130, 143) when a
+second signal ended it at once.
 
 The first signal only calls ``reactor.stop()``: it sets a flag and writes
 one byte to the reactor's wakeup socketpair, which is safe in a handler;
@@ -41,11 +42,12 @@ from handlers import BaseRequestHandler
 from .admission import DEFAULT_MAX_CONNECTIONS, descriptor_budget
 from .datagram import UDPServer
 from .dispatch import Inline, Strategy, ThreadPool
-from .errors import ReactorError
+from .errors import ReactorError, UsageError
 from .forking import Fork
 from .loop import Reactor
 from .stopper import Stopper
 from .tcp import TCPServer
+from .tls import HANDSHAKE_TIMEOUT, server_context
 from .unix import UnixDatagramServer, UnixStreamServer
 
 __all__ = ["add_serve_parser", "serve", "parse_address", "parse_socket_mode", "load_handler", "close_servers", "UsageFailure"]
@@ -216,6 +218,7 @@ examples:
   python -m reactor serve handlers.echo:LineEcho --tcp 127.0.0.1:9000 --udp 127.0.0.1:9000
   python -m reactor serve handlers.echo:Upper --tcp [::1]:9000 --unix /tmp/upper.sock --dispatch thread:4
   python -m reactor serve mymodule:MyHandler --tcp 0.0.0.0:0 --trace
+  python -m reactor serve handlers.echo:LineEcho --tcp 127.0.0.1:9443 --tls-cert cert.pem --tls-key key.pem
 
 then, from another terminal:  printf 'hello\\n' | nc -q1 127.0.0.1 9000
 Port 0 lets the kernel choose: the "serving" lines on stdout show the real address.
@@ -265,6 +268,16 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                         help="seconds a started message has to arrive completely")
     bounds.add_argument("--write-timeout", type=seconds, metavar="S", default=argparse.SUPPRESS,
                         help="seconds queued output may wait without progress")
+    tls = p.add_argument_group("TLS (on every --tcp and --unix server; --udp and --unix-dgram ones stay plain: "
+                               "no DTLS)")
+    tls.add_argument("--tls-cert", metavar="FILE",
+                     help="serve TLS with this certificate (PEM; the chain may follow it); needs --tls-key")
+    tls.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM, not encrypted)")
+    tls.add_argument("--tls-ca", metavar="FILE",
+                     help="require client certificates, accepting only those this CA (PEM) signed")
+    tls.add_argument("--handshake-timeout", type=seconds, metavar="S", default=argparse.SUPPRESS,
+                     help="seconds a client has to finish its TLS handshake "
+                     f"(default {HANDSHAKE_TIMEOUT:g}; 'none': no limit)")
     p.add_argument("--socket-mode", type=parse_socket_mode, default=None, metavar="MODE",
                    help="permission bits of every Unix socket file, in octal (660: owner and group may "
                    "connect), set before anyone can connect; default: as the umask makes them")
@@ -354,6 +367,24 @@ def fit_max_connections(args: argparse.Namespace, kinds: list[str]) -> int | Non
     return chosen
 
 
+def tls_context(args: argparse.Namespace, kinds: list[str]) -> Any:
+    """The ``ssl.SSLContext`` the TLS options ask for (reactor.tls.server_context), or None without them."""
+    cert, key, ca = args.tls_cert, args.tls_key, args.tls_ca
+    if cert is None and key is None:
+        for option, given in (("--tls-ca", ca is not None), ("--handshake-timeout", "handshake_timeout" in args)):
+            if given:
+                raise UsageFailure(f"{option} needs --tls-cert and --tls-key")
+        return None
+    if cert is None or key is None:
+        raise UsageFailure(f"--tls-cert and --tls-key go together: --tls-{'key' if key is None else 'cert'} is missing")
+    if not any(kind in ("tcp", "unix") for kind in kinds):
+        raise UsageFailure("TLS needs a --tcp or --unix address (datagram servers have no TLS: no DTLS)")
+    try:
+        return server_context(cert, key, ca)
+    except UsageError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
 def _strategy_label(spec: tuple[str, int]) -> str:
     return spec[0] if spec[0] == "inline" else f"{spec[0]}:{spec[1]}"
 
@@ -404,6 +435,7 @@ def serve(args: argparse.Namespace) -> int:
         if args.socket_mode is not None and all(FAMILIES[kind][1] for kind, _, _ in addresses):
             raise UsageFailure("--socket-mode needs a --unix or --unix-dgram address")
         handler = load_handler(args.handler)
+        context = tls_context(args, [kind for kind, _, _ in addresses])
     except UsageFailure as exc:
         print(f"python -m reactor serve: error: {exc}", file=sys.stderr)
         return 2
@@ -421,8 +453,9 @@ def serve(args: argparse.Namespace) -> int:
                 server_class, has_port = FAMILIES[kind]
                 if args.socket_mode is not None and not has_port:  # a class attribute: the constructor binds
                     server_class = type(server_class.__name__, (server_class,), {"socket_mode": args.socket_mode})
+                secure = {"ssl_context": context} if context is not None and kind in ("tcp", "unix") else {}
                 try:
-                    server = server_class(address, handler, dispatch=make_strategy(args.dispatch))
+                    server = server_class(address, handler, dispatch=make_strategy(args.dispatch), **secure)
                 except (OSError, ReactorError) as exc:  # the constructor has closed its own socket
                     raise UsageFailure(f"cannot bind {kind} {text}: {exc}") from exc
                 servers.append(server)
@@ -432,9 +465,13 @@ def serve(args: argparse.Namespace) -> int:
                 for option, attribute in BOUNDS.items():
                     if hasattr(args, option):  # given (None for 'none'); absent: the class default stays
                         setattr(server, attribute, getattr(args, option))
+                if secure and "handshake_timeout" in args:
+                    server.handshake_timeout = args.handshake_timeout
                 reactor.add_server(server)
             for server in servers:
-                print(f"serving {server.request_table.name} ({handler.__name__}, {_strategy_label(args.dispatch)})")
+                tls = ", TLS" if getattr(server, "ssl_context", None) is not None else ""
+                label = f"{handler.__name__}, {_strategy_label(args.dispatch)}{tls}"
+                print(f"serving {server.request_table.name} ({label})")
             sys.stdout.flush()
             stopper.run()
         except UsageFailure as exc:

@@ -23,6 +23,10 @@ for "not now").  What a handler sees of TLS (``getpeercert()``,
 ``selected_alpn_protocol()``, ``version()``, ``cipher()``) is on that
 socket: ``self.request`` for a classic handler, ``self.connection.sock``
 for a framed one.  Every clean close sends close_notify.
+
+``server_context(cert, key, ca=None)`` builds a server's context from PEM
+files, each problem a one-line ``UsageError`` (``python -m reactor serve
+--tls-cert``).
 """
 
 from __future__ import annotations
@@ -32,14 +36,66 @@ import socket
 import ssl
 from typing import Any, Callable
 
+from .errors import UsageError
 from .table import Event
 
-__all__ = ["Handshake", "context_of", "accept_plain", "send_close_notify", "HANDSHAKE_TIMEOUT"]
+__all__ = ["Handshake", "context_of", "accept_plain", "send_close_notify", "server_context", "HANDSHAKE_TIMEOUT"]
 
 log = logging.getLogger("reactor")
 
 #: Default ``handshake_timeout``: seconds a client has to finish its handshake (asyncio's default too).
 HANDSHAKE_TIMEOUT = 60.0
+
+
+def server_context(cert: str, key: str, ca: str | None = None) -> ssl.SSLContext:
+    """A server's ``ssl.SSLContext`` from PEM files: its certificate (chain) and private key,
+    and, with ``ca``, client certificates required (``CERT_REQUIRED``) and checked against it.
+
+    Built with ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)``, whose
+    trust store is empty: with ``ca``, only what that CA signed is accepted.
+    A file that cannot be read, holds no certificate or key, a key that
+    does not match the certificate or needs a password (never asked for)
+    raises ``UsageError``, one line naming the file and the reason.
+    """
+    for what, path in (("certificate", cert), ("private key", key), ("CA", ca)):
+        if path is not None:
+            try:
+                open(path, "rb").close()
+            except OSError as exc:
+                raise UsageError(f"cannot read the TLS {what} file {path!r}: {exc.strerror or exc}") from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key, password=_no_password(key))
+    except ssl.SSLError as exc:
+        raise UsageError(_why_not_loaded(cert, key, exc)) from None
+    if ca is not None:
+        try:
+            context.load_verify_locations(cafile=ca)
+        except ssl.SSLError:
+            raise UsageError(f"no CA certificate in the TLS CA file {ca!r} (PEM expected)") from None
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _no_password(key: str) -> Callable[[], bytes]:
+    """A password callback that refuses: OpenSSL would otherwise prompt on the terminal."""
+
+    def refuse() -> bytes:
+        raise UsageError(f"the TLS private key file {key!r} is encrypted: a key that needs no password is required")
+
+    return refuse
+
+
+def _why_not_loaded(cert: str, key: str, exc: ssl.SSLError) -> str:
+    """Which of the two files ``load_cert_chain`` refused, and why (its own message names neither)."""
+    if exc.reason == "KEY_VALUES_MISMATCH":
+        return f"the TLS private key file {key!r} does not match the certificate file {cert!r}"
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        probe.load_verify_locations(cafile=cert)
+    except ssl.SSLError:
+        return f"no certificate in the TLS certificate file {cert!r} (PEM expected)"
+    return f"no private key in the TLS private key file {key!r} (PEM expected)"
 
 
 def context_of(server: Any) -> ssl.SSLContext | None:
