@@ -33,6 +33,7 @@ from typing import Any
 
 from handlers.message import MessageRequest
 
+from .errors import UsageError
 from .ownaddress import OwnAddress
 from .tcp import TCPServer
 from .table import Event, Kind, Record, State
@@ -324,6 +325,8 @@ class UDPServer(TCPServer):
         self, server_address: Any, RequestHandlerClass: Any, bind_and_activate: bool = True, *, dispatch: Any = None
     ) -> None:
         """Constructor.  May be extended (call it), do not replace it."""
+        if self.ssl_context is not None:  # a class attribute: the keyword is not even accepted
+            raise UsageError(f"{type(self).__name__} is a datagram server: it cannot serve TLS (no DTLS)")
         super().__init__(server_address, RequestHandlerClass, bind_and_activate, dispatch=dispatch)
         self._reply_queue = ReplyQueue(self)
 

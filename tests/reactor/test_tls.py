@@ -256,6 +256,9 @@ def test_trace_shows_the_handshake(places, certs, caplog):
 def test_bad_tls_settings_are_refused_clearly(places, certs):
     with pytest.raises(TypeError, match="ssl_context"):  # a datagram server has no such keyword: no DTLS
         places.make_server("udp4", handlers.DatagramRequestHandler, ssl_context=certs.server_context())
+    datagram_tls = type("DatagramTLS", (reactor.UDPServer,), {"ssl_context": certs.server_context()})
+    with pytest.raises(UsageError, match="no DTLS"):  # as a class attribute, refused too (not ignored)
+        places.make_server("udp4", handlers.DatagramRequestHandler, cls=datagram_tls)
     with pytest.raises(UsageError, match="ssl.SSLContext"):
         places.make_server("tcp4", UpperStream, ssl_context="cert.pem")
     with places.make_server("tcp4", UpperStream) as server:
