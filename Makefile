@@ -32,11 +32,14 @@ bench: $(STAMP) bench-tools
 bench-quick: $(STAMP) bench-tools
 	$(PY) -m bench --quick
 
-# valgrind, for the benchmarks' instruction counts, installed from Debian's
-# packages when missing (as `tools` does for the tests).  If that is
-# impossible the bench says so in one line and counts Python calls only.
+# valgrind, for the benchmarks' instruction counts, and for the TLS scenarios
+# the openssl command (a certificate per run) and OpenSSL's headers (libssl-dev:
+# the load generator's TLS build), installed from Debian's packages when
+# missing (as `tools` does for the tests).  If that is impossible the bench
+# says so in one line and skips what needs them: the instruction counts
+# (it counts Python calls only), the TLS scenarios.
 bench-tools:
-	$(call apt_install,valgrind,valgrind,the bench will skip its instruction counts)
+	$(call apt_install,valgrind openssl /usr/include/openssl/ssl.h,valgrind openssl libssl-dev,the bench will skip its instruction counts or its TLS scenarios)
 
 # Independent clients the tests talk to (socat for every family, redis-cli
 # and redis-benchmark for the RESP example, openssl to make the TLS tests'
@@ -47,10 +50,11 @@ tools:
 	$(call apt_install,socat redis-cli redis-benchmark openssl curl,socat redis-tools openssl curl,the tests that need them will skip)
 
 # $(call apt_install,COMMANDS,PACKAGES,WITHOUT): unless every one of COMMANDS
-# is on the PATH, install PACKAGES with apt-get (after an update if the first
-# try fails); if that is impossible, say so and what happens WITHOUT them.
+# is on the PATH (a word with a slash: a file that must exist, such as a
+# header), install PACKAGES with apt-get (after an update if the first try
+# fails); if that is impossible, say so and what happens WITHOUT them.
 define apt_install
-	@if $(foreach c,$(1),command -v $(c) >/dev/null &&) true; then \
+	@if $(foreach c,$(1),$(if $(findstring /,$(c)),[ -e $(c) ],command -v $(c) >/dev/null) &&) true; then \
 		exit 0; \
 	fi; \
 	SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \

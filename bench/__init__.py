@@ -1,6 +1,8 @@
 """The benchmark harness: ``python -m bench`` (``make bench``, ``make bench-quick``).
 
-* ``bench/loadgen.c``: the load generator, compiled at run time (``bench/build.py``);
+* ``bench/loadgen.c``: the load generator (its parts in ``bench/loadgen_*.c``),
+  compiled at run time (``bench/build.py``), with OpenSSL for TLS;
+* ``bench/tls.py``: what the TLS scenarios need (that build, a certificate per run);
 * ``bench/servers.py``: every system under test, one echo server per process;
 * ``bench/scenarios.py``: the scenarios and which systems can serve them;
 * ``bench/run.py``: starts, pins, measures and stops each server, repeatedly;

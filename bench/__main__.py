@@ -31,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from . import build, chart, counts, noise, report
+from . import build, chart, counts, noise, report, tls
 from .run import ROOT, Settings, measure
 from .scenarios import BY_NAME, SCENARIOS, SYSTEMS
 
@@ -86,14 +86,36 @@ def pick(listed: str | None, known: list[str], what: str) -> list[str]:
     return chosen
 
 
+def tls_setup(scenarios: list[str]) -> tuple[tls.Setup | None, dict[str, str]]:
+    """The TLS scenarios' setup if any is chosen, and the chosen ones skipped (name -> why) if it cannot be had."""
+    wanted = [n for n in scenarios if BY_NAME[n].tls]
+    if not wanted:
+        return None, {}
+    try:
+        return tls.prepare(), {}
+    except tls.Unavailable as exc:
+        print(f"bench: TLS scenarios skipped ({', '.join(wanted)}): {exc}", file=sys.stderr, flush=True)
+        return None, {n: str(exc) for n in wanted}
+
+
 def measure_all(options: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    quick = options.quick
     scenarios = pick(options.only, [s.name for s in SCENARIOS], "scenario")
     systems = pick(options.systems, list(SYSTEMS), "system")
+    loadgen = build.loadgen()
+    secure, skipped = tls_setup(scenarios)
+    try:
+        return _measure_all(options, argv, scenarios, systems, loadgen, secure, skipped)
+    finally:
+        tls.cleanup(secure)
+
+
+def _measure_all(options: argparse.Namespace, argv: list[str], scenarios: list[str], systems: list[str], loadgen: Any,
+                 secure: tls.Setup | None, skipped: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+    quick = options.quick
     cpus = os.sched_getaffinity(0)
     pinned = {0, 1} <= cpus
     settings = Settings(
-        loadgen=build.loadgen(), runs=options.runs or (1 if quick else 5),
+        loadgen=loadgen, tls=secure, runs=options.runs or (1 if quick else 5),
         seconds=options.seconds or (0.3 if quick else 1.2), warmup=options.warmup if options.warmup is not None else (0.1 if quick else 0.3),
         settle=0.3 if quick else 1.0,
         pool=options.pool, host=options.host, server_cpu=0 if pinned else None, client_cpu=1 if pinned else None,
@@ -102,10 +124,12 @@ def measure_all(options: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     data: dict[str, Any] = {
         "meta": {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
                  "command": " ".join(["python -m bench", *argv]), "pinned": pinned,
-                 "settings": {k: v for k, v in vars(settings).items() if k != "loadgen"}},
-        "scenarios": scenarios, "runs": [], "na": {},
+                 "settings": {k: v for k, v in vars(settings).items() if k not in ("loadgen", "tls")}},
+        "scenarios": scenarios, "runs": [], "na": {}, "skipped": skipped,
     }  # fmt: skip
-    todo = [(BY_NAME[n], [s for s in BY_NAME[n].systems if s in systems]) for n in scenarios]
+    if secure is not None:
+        data["meta"]["tls"] = tls.DESCRIPTION
+    todo = [(BY_NAME[n], [s for s in BY_NAME[n].systems if s in systems]) for n in scenarios if n not in skipped]
     count = sum(1 for scenario, chosen in todo for s in chosen if not scenario.not_applicable(s, settings.pool)) * settings.runs
     print(f"bench: {len(scenarios)} scenarios, {count} measurements ({settings.runs} run(s) of {settings.warmup:g} s warm-up "
           f"+ {settings.seconds:g} s each); server on CPU {settings.server_cpu}, load generator on CPU {settings.client_cpu}; "

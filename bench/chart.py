@@ -43,7 +43,9 @@ def svg(data: dict[str, Any]) -> str:
     for name in data["scenarios"]:
         scenario = BY_NAME[name]
         rows = []
-        for system in scenario.systems:
+        if data.get("skipped", {}).get(name):
+            rows.append(("skipped", None, data["skipped"][name][:70]))
+        for system in scenario.systems if not rows else ():
             s = stats.get((name, system))
             if na.get(name, {}).get(system):
                 rows.append((system, None, "n/a"))
@@ -60,7 +62,7 @@ def svg(data: dict[str, Any]) -> str:
         'font-family="Helvetica, Arial, sans-serif" font-size="11">',
         f'<rect width="{WIDTH}" height="{total_h}" fill="#ffffff"/>',
         f'<text x="{GAP}" y="26" font-size="15" font-weight="bold" fill="#222">'
-        "Requests per second, per scenario (median of the runs; longer is better; each panel has its own scale)</text>",
+        "Requests (TLS handshakes) per second, per scenario (median of the runs; longer is better; each panel its own scale)</text>",
     ]
     y = 40.0
     for r, row_h in enumerate(row_heights):

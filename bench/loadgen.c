@@ -15,19 +15,22 @@
  *   waiting for a line on stdin meanwhile) and S slowloris connections.
  * datagram (udp:HOST:PORT, unixdgram:PATH): N sockets, one numbered
  *   datagram in flight each, resent with a new number after a timeout.
+ * --tls (TCP): connections are open once their TLS handshake is done
+ *   (loadgen_tls.c; --tls-ca FILE: verify the server against it).  --once:
+ *   a connection carries one message, then closes and a new one takes its
+ *   place; a request's latency then runs from its connect().
  *
  * Then: warm up, print {"event":"measure"}, measure, print one JSON result
  * line; with --linger, wait for a line on stdin before closing anything, so
  * that the harness reads the CPU times at the window's end before the
  * servers start tearing connections down.  Every wait has a deadline.  Latency runs from a message's send()
- * to its last echoed byte, into a log-linear histogram (exact below
- * 1024 us, within 0.2 % above).  Build: cc -O2 -o loadgen loadgen.c
+ * to its last echoed byte, into a log-linear histogram (loadgen_hist.c).
+ * Build: bench/build.py (cc -O2 loadgen*.c; with TLS, -DLOADGEN_TLS -lssl -lcrypto).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <arpa/inet.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdint.h>
@@ -40,10 +43,10 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include "loadgen.h"
 
 enum { ACTIVE = 1, IDLE = 2, SLOW = 3, DGRAM = 4 };
-enum { CONNECTING = 0, OPEN = 1, DEAD = 2 };
-#define NBUCKETS 16384
+enum { CONNECTING = 0, OPEN = 1, DEAD = 2, HANDSHAKING = 3 };
 #define MAXDEPTH 1024
 
 struct conn {
@@ -53,15 +56,16 @@ struct conn {
     uint64_t queued, due;            /* bytes the kernel has not taken yet; slowloris: next byte, datagram: resend time */
     uint32_t seq;                    /* datagram sequence number in flight */
     uint64_t *stamps;                /* ring of send times, one per message in flight */
+    uint64_t born;                   /* when its connect() began (--once: the request's start) */
+    void *tls;                       /* its TLS state (--tls), else NULL */
 };
 
 static struct {
-    int mode_dgram, family, conns, depth, size, idle, slow, hold, linger, cpu, batch;
+    int conns, depth, size, idle, slow, hold, linger, cpu, batch, tls, once;
     double warmup, settle, duration, connect_timeout;
     int slow_interval_ms, dgram_timeout_ms;
-    const char *addr_text, *client_dir;
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
+    const char *addr_text, *client_dir, *tls_ca;
+    struct target to;  /* the server */
 } opt = {.conns = 1, .depth = 1, .size = 32, .cpu = -1, .batch = 256, .warmup = 0.5, .settle = 1.0,
          .duration = 2.0, .connect_timeout = 10.0, .slow_interval_ms = 100, .dgram_timeout_ms = 200};
 
@@ -69,9 +73,8 @@ static int ep;
 static struct conn *all;
 static int nall;
 static char *pattern;  /* the message stream: SIZE-byte lines, repeated */
-static uint64_t hist[NBUCKETS];
 static unsigned long long errors, lost, stale, idle_closed, slow_closed, connect_failed, requests;
-static int measuring, nserved;
+static int measuring, nserved, cycling;  /* cycling: --once, past the first connections */
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -79,76 +82,19 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void die(const char *what) {
+void die(const char *what) {
     fprintf(stderr, "loadgen: %s: %s\n", what, strerror(errno));
     exit(2);
 }
 
-static void fail(const char *what, const char *detail) {
+void fail(const char *what, const char *detail) {
     fprintf(stderr, "loadgen: %s: %s\n", what, detail);
     exit(2);
 }
 
-/* ------------------------------------------------------------ histogram */
-
-static int bucket_of(uint64_t us) {
-    if (us < 1024) return (int)us;
-    int msb = 63 - __builtin_clzll(us), shift = msb - 9;  /* keep the top 10 bits */
-    int i = 1024 + (shift - 1) * 512 + (int)((us >> shift) - 512);
-    return i < NBUCKETS ? i : NBUCKETS - 1;
-}
-
-static double value_of(int i) {
-    if (i < 1024) return i;
-    int shift = (i - 1024) / 512 + 1;
-    uint64_t sub = (uint64_t)((i - 1024) % 512 + 512);
-    return ((double)(sub << shift) + (double)((sub + 1) << shift)) / 2.0;  /* the bucket's middle */
-}
-
-static double percentile(double p) {
-    uint64_t want = (uint64_t)(p * (double)requests + 0.5), seen = 0;
-    for (int i = 0; requests && i < NBUCKETS; i++)
-        if ((seen += hist[i]) >= (want ? want : 1)) return value_of(i);
-    return 0;
-}
-
 static void record(struct conn *c, uint64_t sent_at, uint64_t now) {
     if (!c->served) c->served = 1, nserved++;
-    if (measuring) requests++, hist[bucket_of((now - sent_at) / 1000)]++;
-}
-
-/* ------------------------------------------------------------ addresses */
-
-static void parse_address(const char *text) {
-    memset(&opt.addr, 0, sizeof opt.addr);
-    const char *colon = strchr(text, ':');
-    if (!colon) fail("an address needs a scheme", text);
-    size_t scheme = (size_t)(colon - text);
-    const char *rest = colon + 1;
-    if ((scheme == 3 && !strncmp(text, "tcp", 3)) || (scheme == 3 && !strncmp(text, "udp", 3))) {
-        opt.mode_dgram = text[0] == 'u';
-        char host[128];
-        const char *port = strrchr(rest, ':');
-        if (!port || (size_t)(port - rest) >= sizeof host) fail("bad address", text);
-        memcpy(host, rest, (size_t)(port - rest));
-        host[port - rest] = 0;
-        char *h = host;
-        if (h[0] == '[') { h++; h[strlen(h) - 1] = 0; }
-        struct sockaddr_in *v4 = (struct sockaddr_in *)&opt.addr;
-        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&opt.addr;
-        if (inet_pton(AF_INET, h, &v4->sin_addr) == 1) opt.family = AF_INET, opt.addrlen = sizeof *v4;
-        else if (inet_pton(AF_INET6, h, &v6->sin6_addr) == 1) opt.family = AF_INET6, opt.addrlen = sizeof *v6;
-        else fail("not an IP literal", h);
-        v4->sin_family = (sa_family_t)opt.family;  /* sin_family and sin_port sit where sin6_family and sin6_port do */
-        v4->sin_port = htons((uint16_t)atoi(port + 1));
-    } else if ((scheme == 4 && !strncmp(text, "unix", 4)) || (scheme == 9 && !strncmp(text, "unixdgram", 9))) {
-        opt.mode_dgram = scheme == 9;
-        struct sockaddr_un *un = (struct sockaddr_un *)&opt.addr;
-        if (strlen(rest) >= sizeof un->sun_path) fail("path too long", rest);
-        un->sun_family = AF_UNIX;
-        strcpy(un->sun_path, rest);
-        opt.family = AF_UNIX; opt.addrlen = sizeof *un;
-    } else fail("unknown scheme", text);
+    if (measuring) requests++, hist_add((now - sent_at) / 1000);
 }
 
 /* ------------------------------------------------------------ connections */
@@ -158,29 +104,41 @@ static void watch(struct conn *c, uint32_t events, int op) {
     if (epoll_ctl(ep, op, c->fd, &ev) < 0) die("epoll_ctl");
 }
 
+/* Close a connection (with TLS, sending close_notify first). */
+static void drop(struct conn *c) {
+    if (c->tls) tls_close(c->tls);
+    c->tls = NULL;
+    close(c->fd);  /* also leaves the epoll set */
+    c->fd = -1;
+    c->state = DEAD;
+}
+
 static void kill_conn(struct conn *c, int counted_as_error) {
     if (c->state == DEAD) return;
-    if (c->state == CONNECTING) connect_failed++;
+    if (c->state == CONNECTING || c->state == HANDSHAKING) *(cycling && c->kind == ACTIVE ? &errors : &connect_failed) += 1;
     else if (c->kind == IDLE) idle_closed++;
     else if (c->kind == SLOW) slow_closed++;
     else if (counted_as_error) errors++;
-    c->state = DEAD;
-    close(c->fd);  /* also leaves the epoll set */
-    c->fd = -1;
+    drop(c);
 }
 
-/* Start a nonblocking connect; the connection becomes OPEN on EPOLLOUT. */
+/* Start a nonblocking connect; the connection becomes OPEN on EPOLLOUT (with TLS, once its handshake is done). */
 static void start_connect(struct conn *c) {
-    c->fd = socket(opt.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    c->fd = socket(opt.to.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) die("socket");
-    if (opt.family != AF_UNIX) setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    if (opt.to.family != AF_UNIX) setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     c->state = CONNECTING;
-    if (connect(c->fd, (struct sockaddr *)&opt.addr, opt.addrlen) < 0 && errno != EINPROGRESS && errno != EAGAIN) {
-        close(c->fd); c->fd = -1; c->state = DEAD; connect_failed++;
+    c->born = now_ns();
+    if (connect(c->fd, (struct sockaddr *)&opt.to.addr, opt.to.addrlen) < 0 && errno != EINPROGRESS && errno != EAGAIN) {
+        kill_conn(c, 1);
         return;
     }
     watch(c, EPOLLOUT, EPOLL_CTL_ADD);
 }
+
+/* Bytes out and in, in the clear or through TLS: as send() and recv() on a nonblocking socket. */
+static ssize_t put(struct conn *c, const char *b, size_t n) { return c->tls ? tls_send(c->tls, b, n) : send(c->fd, b, n, MSG_NOSIGNAL); }
+static ssize_t get(struct conn *c, char *b, size_t n) { return c->tls ? tls_recv(c->tls, b, n) : recv(c->fd, b, n, 0); }
 
 static void want_output(struct conn *c, int want) {
     if (want != c->wout) {  /* one epoll_ctl only when the interest changes */
@@ -193,7 +151,7 @@ static void flush(struct conn *c) {
     while (c->queued) {
         size_t off = (size_t)(c->sent_bytes % (uint64_t)opt.size);
         size_t len = c->queued < (uint64_t)opt.size * MAXDEPTH ? (size_t)c->queued : (size_t)opt.size * MAXDEPTH;
-        ssize_t n = send(c->fd, pattern + off, len, MSG_NOSIGNAL);
+        ssize_t n = put(c, pattern + off, len);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) break;
             kill_conn(c, 1);
@@ -234,11 +192,18 @@ static void send_datagram(struct conn *c, uint64_t now) {
     push_datagram(c, now);
 }
 
+/* --once: close a connection whose message was answered and open a new one in its place. */
+static void renew(struct conn *c) {
+    drop(c);
+    c->sent_msgs = c->done_msgs = c->sent_bytes = c->recv_bytes = c->queued = 0, c->wout = 0;
+    start_connect(c);
+}
+
 /* Readable stream connection: read everything, check it, account replies. */
 static void on_stream_input(struct conn *c, uint64_t now) {
     static char buf[65536];
     for (;;) {
-        ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+        ssize_t n = get(c, buf, sizeof buf);
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
         if (n <= 0) { kill_conn(c, c->kind == ACTIVE); return; }  /* EOF or an error */
         if (c->kind != ACTIVE) continue;  /* idle: a surprise; slowloris: an echo of its bytes */
@@ -253,9 +218,11 @@ static void on_stream_input(struct conn *c, uint64_t now) {
         if (c->recv_bytes > c->sent_bytes) { fprintf(stderr, "loadgen: more echoed than sent\n"); kill_conn(c, 1); return; }
         uint64_t done = c->recv_bytes / (uint64_t)opt.size;
         int fresh = (int)(done - c->done_msgs);
-        for (; c->done_msgs < done; c->done_msgs++) record(c, c->stamps[c->done_msgs % (uint64_t)opt.depth], now);
+        for (; c->done_msgs < done; c->done_msgs++) record(c, opt.once ? c->born : c->stamps[c->done_msgs % (uint64_t)opt.depth], now);
+        if (fresh && cycling) { renew(c); return; }  /* --once: its one message is answered */
         if (fresh) send_messages(c, fresh, now);  /* as many new messages as replies completed */
-        if (c->state == DEAD || (size_t)n < sizeof buf) return;
+        /* A short read drained the socket (level-triggered epoll reports any more); with TLS, OpenSSL may hold more. */
+        if (c->state == DEAD || ((size_t)n < sizeof buf && !(c->tls && tls_pending(c->tls)))) return;
     }
 }
 
@@ -277,16 +244,36 @@ static void on_datagram(struct conn *c, uint64_t now) {
     }
 }
 
+/* Connected (with TLS: secured): wait for input; --once: its message goes at once. */
+static void opened(struct conn *c, uint64_t now) {
+    c->state = OPEN;
+    c->wout = 0;
+    watch(c, EPOLLIN, EPOLL_CTL_MOD);
+    if (c->kind == SLOW) c->due = now + (uint64_t)(rand() % opt.slow_interval_ms) * 1000000u;
+    if (cycling && c->kind == ACTIVE) send_messages(c, 1, now);
+}
+
+/* One step of the TLS handshake, as far as it goes without waiting. */
+static void handshake(struct conn *c, uint64_t now) {
+    unsigned want = 0;
+    int done = tls_handshake(c->tls, &want);
+    if (done < 0) kill_conn(c, 1);
+    else if (done) opened(c, now);
+    else watch(c, want, EPOLL_CTL_MOD);
+}
+
 static void on_event(struct conn *c, uint32_t events, uint64_t now) {
     if (c->state == DEAD) return;
+    if (c->state == HANDSHAKING) { handshake(c, now); return; }
     if (c->state == CONNECTING) {
         int err = 0;
         socklen_t len = sizeof err;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err) { kill_conn(c, 0); return; }
-        c->state = OPEN;
-        watch(c, EPOLLIN, EPOLL_CTL_MOD);
-        if (c->kind == SLOW) c->due = now + (uint64_t)(rand() % opt.slow_interval_ms) * 1000000u;
+        if (!opt.tls) { opened(c, now); return; }
+        if (!(c->tls = tls_new(c->fd))) { kill_conn(c, 1); return; }
+        c->state = HANDSHAKING;
+        handshake(c, now);
         return;
     }
     if (c->kind == DGRAM) {
@@ -301,7 +288,7 @@ static void on_event(struct conn *c, uint32_t events, uint64_t now) {
 /* Timers, checked after every epoll_wait (at most 5 ms apart): slowloris
  * bytes, and datagrams unanswered for too long (counted lost, sent anew). */
 static void tick(uint64_t now) {
-    for (int i = 0; (opt.slow || opt.mode_dgram) && i < nall; i++) {
+    for (int i = 0; (opt.slow || opt.to.dgram) && i < nall; i++) {
         struct conn *c = &all[i];
         if (c->state != OPEN || now < c->due || (c->kind != SLOW && c->kind != DGRAM)) continue;
         if (c->kind == DGRAM) {
@@ -309,7 +296,7 @@ static void tick(uint64_t now) {
             send_datagram(c, now);
         } else {
             c->due += (uint64_t)opt.slow_interval_ms * 1000000u;
-            if (send(c->fd, "x", 1, MSG_NOSIGNAL) < 0 && errno != EAGAIN) kill_conn(c, 0);
+            if (put(c, "x", 1) < 0 && errno != EAGAIN) kill_conn(c, 0);
         }
     }
 }
@@ -324,16 +311,16 @@ static void run(uint64_t until, int from, int upto) {
         uint64_t now = now_ns();
         if (upto) {
             int pending = 0;
-            for (int i = from; i < next; i++) pending += all[i].state == CONNECTING;
+            for (int i = from; i < next; i++) pending += all[i].state == CONNECTING || all[i].state == HANDSHAKING;
             while (next < upto && pending < opt.batch) { start_connect(&all[next++]); pending++; }
             if (!pending && next >= upto) return;
         }
         if (now >= until) {
-            for (int i = from; i < upto; i++) if (all[i].state == CONNECTING) kill_conn(&all[i], 0);
+            for (int i = from; i < upto; i++) if (all[i].state == CONNECTING || all[i].state == HANDSHAKING) kill_conn(&all[i], 0);
             return;
         }
         int wait_ms = (int)((until - now) / 1000000u) + 1;
-        if ((opt.slow || opt.mode_dgram || upto) && wait_ms > 5) wait_ms = 5;  /* timers to check */
+        if ((opt.slow || opt.to.dgram || upto) && wait_ms > 5) wait_ms = 5;  /* timers to check */
         int n = epoll_wait(ep, evs, 512, wait_ms);
         if (n < 0 && errno != EINTR) die("epoll_wait");
         now = now_ns();
@@ -348,15 +335,15 @@ static void open_datagrams(void) {
     for (int i = opt.idle + opt.slow; i < nall; i++) {
         struct conn *c = &all[i];
         c->kind = DGRAM;
-        if ((c->fd = socket(opt.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) die("socket");
-        if (opt.family == AF_UNIX) {
+        if ((c->fd = socket(opt.to.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) die("socket");
+        if (opt.to.family == AF_UNIX) {
             struct sockaddr_un me = {.sun_family = AF_UNIX};
             if (!opt.client_dir) fail("unixdgram needs", "--client-dir");
             snprintf(me.sun_path, sizeof me.sun_path, "%s/c%d", opt.client_dir, i);
             unlink(me.sun_path);
             if (bind(c->fd, (struct sockaddr *)&me, sizeof me) < 0) die("bind client path");
         }
-        if (connect(c->fd, (struct sockaddr *)&opt.addr, opt.addrlen) < 0) die("connect datagram");
+        if (connect(c->fd, (struct sockaddr *)&opt.to.addr, opt.to.addrlen) < 0) die("connect datagram");
         c->state = OPEN;
         watch(c, EPOLLIN, EPOLL_CTL_ADD);
     }
@@ -371,7 +358,7 @@ static double cpu_seconds(void) {
 static void usage(void) {
     fail("usage", "loadgen ADDRESS [-c CONNS] [-d DEPTH] [-s SIZE] [-w WARMUP] [--settle S] [-t SECONDS]\n"
                   "  [--idle K] [--slow S] [--slow-interval-ms MS] [--hold] [--linger] [--cpu N] [--client-dir DIR]\n"
-                  "  [--dgram-timeout-ms MS] [--connect-timeout S] [--connect-batch N]\n"
+                  "  [--dgram-timeout-ms MS] [--connect-timeout S] [--connect-batch N] [--tls] [--tls-ca FILE] [--once]\n"
                   "ADDRESS: tcp:127.0.0.1:PORT, tcp:[::1]:PORT, unix:PATH, udp:HOST:PORT, unixdgram:PATH");
 }
 
@@ -394,6 +381,9 @@ int main(int argc, char **argv) {
         else if (ARG("--dgram-timeout-ms")) opt.dgram_timeout_ms = atoi(v);
         else if (ARG("--connect-timeout")) opt.connect_timeout = atof(v);
         else if (ARG("--connect-batch")) opt.batch = atoi(v);
+        else if (ARG("--tls-ca")) opt.tls_ca = v, opt.tls = 1;
+        else if (!strcmp(a, "--tls")) opt.tls = 1;
+        else if (!strcmp(a, "--once")) opt.once = 1;
         else if (!strcmp(a, "--hold")) opt.hold = 1;
         else if (!strcmp(a, "--linger")) opt.linger = 1;
         else if (a[0] != '-' && !opt.addr_text) opt.addr_text = a;
@@ -402,8 +392,11 @@ int main(int argc, char **argv) {
     if (!opt.addr_text || opt.conns < 1 || opt.depth < 1 || opt.depth > MAXDEPTH || opt.size < 16 || opt.size > 4096
         || opt.slow_interval_ms < 1 || opt.batch < 1)
         usage();
-    parse_address(opt.addr_text);
-    if (opt.mode_dgram) opt.depth = 1;
+    parse_address(opt.addr_text, &opt.to);
+    if (opt.to.dgram || opt.once) opt.depth = 1;
+    if (opt.tls && (opt.to.dgram || opt.to.family == AF_UNIX)) fail("--tls", "TCP only");
+    if (opt.once && opt.to.dgram) fail("--once", "streams only");
+    if (opt.tls && tls_setup(opt.tls_ca, opt.to.host) < 0) exit(2);
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(opt.cpu, &set);
@@ -447,10 +440,11 @@ int main(int argc, char **argv) {
 
     /* Phase 2: the slowloris and active connections / datagram sockets. */
     uint64_t t0 = now_ns();
-    if (opt.mode_dgram) open_datagrams();
+    if (opt.to.dgram) open_datagrams();
     else run(t0 + ctimeout, opt.idle, nall);
     int active_open = 0;
     uint64_t now = now_ns();
+    cycling = opt.once;
     for (int i = opt.idle + opt.slow; i < nall; i++) {
         struct conn *c = &all[i];
         if (c->state != OPEN) continue;
@@ -487,7 +481,7 @@ int main(int argc, char **argv) {
     printf("{\"event\":\"result\",\"requests\":%llu,\"seconds\":%.4f,\"rps\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
            "\"errors\":%llu,\"lost\":%llu,\"stale\":%llu,\"conns\":%d,\"open\":%d,\"served\":%d,\"connect_failed\":%llu,"
            "\"idle\":%d,\"idle_open\":%d,\"idle_closed\":%llu,\"slow\":%d,\"slow_open\":%d,\"slow_closed\":%llu,\"cpu\":%.3f}\n",
-           requests, seconds, (double)requests / seconds, percentile(0.50), percentile(0.99), errors, lost, stale, opt.conns,
+           requests, seconds, (double)requests / seconds, hist_percentile(0.50), hist_percentile(0.99), errors, lost, stale, opt.conns,
            active_open, served, connect_failed, opt.idle, idle_open, idle_closed, opt.slow, slow_open, slow_closed, cpu / seconds);
     fflush(stdout);
     if (opt.linger) {
@@ -495,7 +489,8 @@ int main(int argc, char **argv) {
         char line[64];
         if (poll(&in, 1, 10000) <= 0 || !fgets(line, sizeof line, stdin)) fail("--linger", "no line on stdin within 10 s");
     }
-    for (int i = opt.idle + opt.slow; opt.mode_dgram && opt.family == AF_UNIX && i < nall; i++) {
+    for (int i = 0; opt.tls && i < nall; i++) if (all[i].tls) tls_close(all[i].tls);  /* close_notify on each */
+    for (int i = opt.idle + opt.slow; opt.to.dgram && opt.to.family == AF_UNIX && i < nall; i++) {
         char path[108];
         snprintf(path, sizeof path, "%s/c%d", opt.client_dir, i);
         unlink(path);  /* the client sockets' paths */

@@ -94,7 +94,7 @@ def scenario_table(scenario: Scenario, data: dict[str, Any], stats: dict[tuple[s
     """Header and rows (as strings) of one scenario's table."""
     name = scenario.name
     held = bool(scenario.idle or scenario.slow)
-    header = ["system", "req/s", "min-max", "x asyncio"]
+    header = ["system", scenario.rate, "min-max", "x asyncio"]
     if scenario.stream:
         header.append("x streams")
     header.append("x bare")
@@ -160,14 +160,21 @@ def headroom_rows(scenarios: list[str], stats: dict[tuple[str, str], dict[str, A
     The client's capacity is estimated from the bare loop's run: its req/s
     over the client's CPU use (a share of one core), i.e. what it would
     drive with its core fully busy.  Conservative: the busier the client,
-    the more replies each of its wake-ups handles."""
+    the more replies each of its wake-ups handles.  Where the bare loop
+    cannot take part (TLS), from the fastest system's run instead."""
     rows = []
     for name in scenarios:
         bare = stats.get((name, BARE))
         others = [(s["rps"], system) for (n, system), s in stats.items() if n == name and system != BARE and s.get("rps")]
-        if not bare or not bare.get("rps") or not others:
+        if not others:
             continue
         best, who = max(others)
+        if not bare or not bare.get("rps"):
+            fastest = stats[(name, who)]
+            capacity = best / max(fastest["cpu"], 0.01)
+            rows.append([name, "n/a", f"{who} {best:,.0f}", "", f"{fastest['cpu'] * 100:.0f}% ({who})", f"{capacity:,.0f}",
+                         f"{capacity / best:.1f}x"])  # fmt: skip
+            continue
         capacity = bare["rps"] / max(bare["cpu"], 0.01)
         rows.append([name, f"{bare['rps']:,.0f}", f"{who} {best:,.0f}", f"{bare['rps'] / best:.2f}x",
                      f"{bare['cpu'] * 100:.0f}%", f"{capacity:,.0f}", f"{capacity / best:.1f}x"])  # fmt: skip
@@ -217,8 +224,12 @@ def render(data: dict[str, Any], markdown: bool = False) -> str:
     parts = []
     for name in data["scenarios"]:
         scenario = BY_NAME[name]
-        header, rows = scenario_table(scenario, data, stats)
         title = f"{name}: {scenario.describe(host)}"
+        skipped = data.get("skipped", {}).get(name)
+        if skipped:
+            parts.append((f"#### {title}\n\n" if markdown else f"{title}\n") + f"skipped: {skipped}")
+            continue
+        header, rows = scenario_table(scenario, data, stats)
         parts.append((f"#### {title}\n\n" if markdown else f"{title}\n") + table(header, rows))
     footnote = ("server MB: VmRSS of the server process under load; * marks a server of several processes, "
                 "the sum of their PSS.  x asyncio, x streams, x bare: this system's req/s over asyncio-proto's, "
@@ -234,12 +245,15 @@ def render(data: dict[str, Any], markdown: bool = False) -> str:
                  "such a cell is never used to judge a target.")  # fmt: skip
     if not any(r.get("noise") for r in data["runs"]):
         footnote += "  These results predate the noise check (or could not read /proc): noise unknown."
+    if data["meta"].get("tls"):
+        footnote += f"  {data['meta']['tls']}."
     parts.append(footnote)
     parts.append(("#### Targets\n\n" if markdown else "TARGETS\n") + table(TARGET_HEADER, target_rows(stats)))
     head = headroom_rows(data["scenarios"], stats)
     if head:
         title = ("HEADROOM: the bare loop against the fastest other system; the load generator's capacity "
-                 "(bare req/s / its CPU share) against the fastest system")
+                 "(bare req/s / its CPU share; where the bare loop cannot go, as with TLS, the fastest system's) "
+                 "against the fastest system")
         parts.append(("#### Load generator headroom\n\n" if markdown else title + "\n") + table(HEADROOM_HEADER, head))
     if data.get("counts"):
         parts.append(counts_section(data["counts"], markdown))

@@ -60,6 +60,7 @@ class Settings:
     connect_timeout: float = 10.0
     max_noise: float = noise.DEFAULT_MAX_NOISE  # % of one core others may use in a window before it is contended
     retries: int = noise.DEFAULT_RETRIES  # re-runs per cell of contended runs
+    tls: Any = None  # bench.tls.Setup for the TLS scenarios (their load generator, certificate and key), or None
 
 
 class Failed(Exception):
@@ -199,6 +200,10 @@ def measure(scenario: Scenario, system: str, settings: Settings) -> dict[str, An
                    "--pool", str(settings.pool)]  # fmt: skip
         if settings.server_cpu is not None:
             command += ["--cpu", str(settings.server_cpu)]
+        if scenario.tls:
+            if settings.tls is None:
+                raise Failed("a TLS scenario without a TLS setup (certificate, load generator)")
+            command += ["--tls-cert", str(settings.tls.cert), "--tls-key", str(settings.tls.key)]
         server = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
                                   start_new_session=True)  # fmt: skip
         server_lines = Lines(server.stdout)
@@ -250,7 +255,8 @@ def measure(scenario: Scenario, system: str, settings: Settings) -> dict[str, An
 
 def drive(scenario: Scenario, settings: Settings, sid: int, target: str, tmp: str) -> dict[str, Any]:
     """Run the load generator against the server of session `sid`; its figures and the server's memory."""
-    command = [str(settings.loadgen), target, "-c", str(scenario.conns), "-d", str(scenario.depth),
+    loadgen = settings.tls.loadgen if scenario.tls else settings.loadgen
+    command = [str(loadgen), target, "-c", str(scenario.conns), "-d", str(scenario.depth),
                "-w", str(settings.warmup), "--settle", str(settings.settle), "-t", str(settings.seconds),
                "--connect-timeout", str(settings.connect_timeout), "--client-dir", tmp]  # fmt: skip
     if settings.client_cpu is not None:
@@ -260,6 +266,10 @@ def drive(scenario: Scenario, settings: Settings, sid: int, target: str, tmp: st
         command += ["--idle", str(scenario.idle), "--hold"]
     if scenario.slow:
         command += ["--slow", str(scenario.slow)]
+    if scenario.tls:
+        command += ["--tls-ca", str(settings.tls.cert)]  # verify the server's certificate (and its IP)
+    if scenario.once:
+        command.append("--once")
     at_rest = memory(sid)
     out: dict[str, Any] = {"rest_threads": at_rest["threads"]}
     at_rest_fds = open_fds(sid)

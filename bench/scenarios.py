@@ -2,7 +2,8 @@
 
 A scenario is one load generator setting (socket kind, active connections,
 messages in flight per connection, connections held open idle or
-trickling bytes); a system is one server of bench/servers.py.  A system
+trickling bytes, TLS, a new connection per request); a system is one
+server of bench/servers.py.  A system
 that cannot serve a scenario in any useful sense is not measured there:
 the tables say why instead ("n/a: ...").
 """
@@ -34,6 +35,18 @@ STREAM_SYSTEMS = [
 ]  # fmt: skip
 DATAGRAM_SYSTEMS = ["reactor-line", "reactor-dgram", "stdlib-sync", "asyncio-proto", "bare"]
 
+#: The systems measured with TLS: the reactor's framed LineEcho and asyncio's two servers.
+TLS_SYSTEMS = ["reactor-line", "asyncio-proto", "asyncio-streams"]
+
+#: Why the other stream systems are not measured with TLS.
+NO_TLS = {
+    "bare": "plain sockets only: no TLS",
+    "stdlib-sync": "the stdlib's servers do TLS only by wrapping the listener (a blocking handshake in accept()): not measured",
+    "stdlib-threading": "the stdlib's servers do TLS only by wrapping the listener (a blocking handshake in accept()): not measured",
+    "stdlib-forking": "the stdlib's servers do TLS only by wrapping the listener (a blocking handshake in accept()): not measured",
+}
+NOT_MEASURED_TLS = "not measured with TLS: reactor-line stands for the reactor there"
+
 #: The references every ratio is taken against.
 ASYNCIO, STREAMS, BARE = "asyncio-proto", "asyncio-streams", "bare"
 
@@ -46,6 +59,13 @@ class Scenario:
     depth: int = 1  # messages in flight per active connection
     idle: int = 0  # connections held open, silent
     slow: int = 0  # slowloris connections: a byte every 100 ms, never a whole line
+    tls: bool = False  # TCP with TLS: the servers get a certificate, the load generator verifies it
+    once: bool = False  # each request on a new connection (connect, handshake, one message, its echo, close)
+
+    @property
+    def rate(self) -> str:
+        """What its requests per second are called in the tables."""
+        return "handshakes/s" if self.tls and self.once else "conns/s" if self.once else "req/s"
 
     @property
     def stream(self) -> bool:
@@ -57,7 +77,13 @@ class Scenario:
 
     def describe(self, host: str = "127.0.0.1") -> str:
         where = {"tcp": f"TCP {host}", "unix": "Unix stream", "udp": f"UDP {host}", "unixdgram": "Unix datagram"}[self.kind]
+        if self.tls:
+            where = f"TLS over {where}"
         what = f"{self.conns} connection{'s' if self.conns > 1 else ''}" if self.stream else f"{self.conns} client sockets"
+        if self.once:
+            handshake = ", TLS handshake" if self.tls else ""
+            return (f"{where}, {self.conns} clients in parallel, each request a new connection (connect{handshake}, "
+                    f"one line, its echo, close): {self.rate}")  # fmt: skip
         if self.depth > 1:
             what += f", {self.depth} messages pipelined on each"
         else:
@@ -71,6 +97,10 @@ class Scenario:
     def short(self) -> str:
         """A few words for the chart: "TCP, 50 conns + 5,000 idle"."""
         where = {"tcp": "TCP", "unix": "Unix stream", "udp": "UDP", "unixdgram": "Unix datagram"}[self.kind]
+        if self.tls:
+            where = "TLS"
+        if self.once:
+            return f"{where}, {self.conns} clients, a new connection per request ({self.rate})"
         what = f"{self.conns} conn{'s' if self.conns > 1 else ''}" if self.stream else f"{self.conns} clients"
         if self.depth > 1:
             what += f" x {self.depth} pipelined"
@@ -83,6 +113,8 @@ class Scenario:
     def not_applicable(self, system: str, pool: int) -> str | None:
         """Why `system` cannot serve this scenario, or None if it can."""
         held = self.idle or self.slow
+        if self.tls and system not in TLS_SYSTEMS:
+            return NO_TLS.get(system, NOT_MEASURED_TLS)
         if system == "stdlib-sync" and self.stream and self.conns + held > 1:
             return "serves one connection at a time"
         if system in ("stdlib-forking", "reactor-fork") and held:
@@ -102,6 +134,8 @@ SCENARIOS = [
     Scenario("udp-50", "udp", 50),
     Scenario("unix-50", "unix", 50),
     Scenario("unixdgram-50", "unixdgram", 50),
+    Scenario("tls-50", "tcp", 50, tls=True),
+    Scenario("tls-handshakes", "tcp", 16, tls=True, once=True),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -138,4 +172,6 @@ TARGETS = [
     Target("RSS per idle conn, line echo: x asyncio Protocol's", "idle-5000", "reactor-line", 1.0, ASYNCIO, metric="idle_bytes"),
     Target("RSS per idle conn, line echo: x asyncio streams'", "idle-5000", "reactor-line", 1.0, STREAMS, metric="idle_bytes"),
     Target("RSS per idle conn, chunk echo: x asyncio Protocol's", "idle-5000", "reactor-chunk", 1.0, ASYNCIO, metric="idle_bytes"),
+    Target("TLS line echo, 50 conns: x asyncio Protocol over TLS", "tls-50", "reactor-line", 1.0, ASYNCIO),
+    Target("TLS handshakes/s, 16 clients: x asyncio Protocol", "tls-handshakes", "reactor-line", 1.0, ASYNCIO),
 ]

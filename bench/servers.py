@@ -1,6 +1,6 @@
 """The systems under test: each one an echo server in a process of its own.
 
-    python -m bench.servers SYSTEM KIND ADDRESS [--cpu N] [--pool N]
+    python -m bench.servers SYSTEM KIND ADDRESS [--cpu N] [--pool N] [--tls-cert PEM --tls-key PEM]
 
 KIND is ``tcp``, ``unix``, ``udp`` or ``unixdgram``; ADDRESS is a host
 literal (the kernel picks the port) or a socket path.  The process pins
@@ -13,6 +13,13 @@ of them.  The stream servers frame by lines where the system has a
 framer (the reactor's ``LineEcho``, asyncio's ``readline()``, the bare
 loop, the classic ``readline()`` handlers); ``reactor-chunk`` and
 ``asyncio-proto`` echo whatever one read returned.
+
+With ``--tls-cert`` and ``--tls-key`` (TCP only), the servers that can
+serve TLS without blocking their loop (``reactor-line``, with
+``ssl_context=``; ``asyncio-proto`` and ``asyncio-streams``, with
+``ssl=``) serve it, all with the same context: the stdlib's defaults for
+a server (``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)``) and
+that certificate.  The others refuse.
 
 Settings that differ from a library's defaults, all for the sake of the
 scenarios, none for speed:
@@ -47,6 +54,7 @@ from typing import Any, Callable
 
 STREAM_KINDS = ("tcp", "unix")
 SERVERS: dict[str, Callable[[str, Any, argparse.Namespace], None]] = {}
+TLS_SERVERS = ("reactor-line", "asyncio-proto", "asyncio-streams")
 
 
 class Stop(BaseException):
@@ -89,7 +97,18 @@ def shown(address: Any) -> Any:
 # ---------------------------------------------------------------- reactor
 
 
-def _reactor_server(kind: str, address: str, handler: type, dispatch: Any) -> None:
+def server_context(options: argparse.Namespace) -> Any:
+    """The TLS context every TLS server here uses, or None without --tls-cert."""
+    if not options.tls_cert:
+        return None
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(options.tls_cert, options.tls_key)
+    return context
+
+
+def _reactor_server(kind: str, address: str, handler: type, dispatch: Any, ssl_context: Any = None) -> None:
     import reactor
 
     classes = {"tcp": reactor.TCPServer, "unix": reactor.UnixStreamServer,
@@ -100,7 +119,8 @@ def _reactor_server(kind: str, address: str, handler: type, dispatch: Any) -> No
         max_connections = 10_000
         drain_timeout = 2.0
 
-    with Server(bind_address(kind, address), handler, dispatch=dispatch) as server:
+    tls = {"ssl_context": ssl_context} if ssl_context is not None else {}
+    with Server(bind_address(kind, address), handler, dispatch=dispatch, **tls) as server:
         signal.signal(signal.SIGTERM, lambda signum, frame: server.shutdown())
         ready(shown(server.server_address))
         server.serve_forever()
@@ -120,7 +140,7 @@ def reactor_line(kind: str, address: str, options: argparse.Namespace) -> None:
     import reactor
     from handlers.echo import LineEcho
 
-    _reactor_server(kind, address, LineEcho, reactor.Inline())
+    _reactor_server(kind, address, LineEcho, reactor.Inline(), server_context(options))
 
 
 @system("reactor-chunk")
@@ -206,7 +226,7 @@ for _flavour in ("sync", "threading", "forking"):
 # ---------------------------------------------------------------- asyncio
 
 
-def _asyncio_server(kind: str, address: str, flavour: str) -> None:
+def _asyncio_server(kind: str, address: str, flavour: str, options: argparse.Namespace) -> None:
     import asyncio
 
     class Echo(asyncio.Protocol):
@@ -238,6 +258,7 @@ def _asyncio_server(kind: str, address: str, flavour: str) -> None:
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         backlog = socket.SOMAXCONN
+        tls = server_context(options)
         if kind in ("udp", "unixdgram"):
             family = family_of(kind, address)
             transport, _ = await loop.create_datagram_endpoint(DatagramEcho, local_addr=bind_address(kind, address), family=family)
@@ -248,11 +269,11 @@ def _asyncio_server(kind: str, address: str, flavour: str) -> None:
                 os.unlink(address)
             return
         if flavour == "proto" and kind == "tcp":
-            server = await loop.create_server(Echo, address, 0, backlog=backlog)
+            server = await loop.create_server(Echo, address, 0, backlog=backlog, ssl=tls)
         elif flavour == "proto":
             server = await loop.create_unix_server(Echo, address, backlog=backlog)
         elif kind == "tcp":
-            server = await asyncio.start_server(echo_lines, address, 0, backlog=backlog)
+            server = await asyncio.start_server(echo_lines, address, 0, backlog=backlog, ssl=tls)
         else:
             server = await asyncio.start_unix_server(echo_lines, address, backlog=backlog)
         ready(shown(server.sockets[0].getsockname()))
@@ -264,8 +285,8 @@ def _asyncio_server(kind: str, address: str, flavour: str) -> None:
     asyncio.run(main())
 
 
-SERVERS["asyncio-proto"] = lambda kind, address, options: _asyncio_server(kind, address, "proto")
-SERVERS["asyncio-streams"] = lambda kind, address, options: _asyncio_server(kind, address, "streams")
+SERVERS["asyncio-proto"] = lambda kind, address, options: _asyncio_server(kind, address, "proto", options)
+SERVERS["asyncio-streams"] = lambda kind, address, options: _asyncio_server(kind, address, "streams", options)
 
 
 # ------------------------------------------------------- the bare loop
@@ -398,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("address")
     parser.add_argument("--cpu", type=int, default=None, help="pin the server (and its threads and children) to this CPU")
     parser.add_argument("--pool", type=int, default=64, help="workers of a bounded pool, children of a forking server")
+    parser.add_argument("--tls-cert", help="serve TLS with this certificate (PEM; TCP, and only " + ", ".join(TLS_SERVERS) + ")")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     options = parser.parse_args(argv)
+    if options.tls_cert and (options.system not in TLS_SERVERS or options.kind != "tcp" or not options.tls_key):
+        parser.error(f"--tls-cert needs --tls-key, TCP and one of {', '.join(TLS_SERVERS)}")
     faulthandler.register(signal.SIGUSR1, all_threads=False)  # the harness asks where a server that will not stop is stuck
     if options.cpu is not None:
         os.sched_setaffinity(0, {options.cpu})

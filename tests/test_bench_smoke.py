@@ -5,8 +5,10 @@ another.  It checks that ``python -m bench`` builds its load generator,
 starts and stops the servers, measures something, prints its tables and
 writes its results, chart and report where it is told to; that the noise
 accounting (bench/noise.py) computes others' CPU time from fake /proc
-readings and re-runs what it should; and that the counts per message
-(bench/counts.py) parse and divide as they should.
+readings and re-runs what it should; that the counts per message
+(bench/counts.py) parse and divide as they should; and that the TLS
+scenarios run the TLS systems (and say why not the others), or are
+skipped in one line when the load generator cannot be built with OpenSSL.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -82,6 +85,90 @@ def test_a_system_that_cannot_serve_a_scenario_is_shown_as_not_applicable(tmp_pa
     assert re.search(r"stdlib-sync\s+n/a: serves one connection at a time", done.stdout)
     assert re.search(r"reactor-pool\s+n/a: a classic handler holds a worker per connection", done.stdout)
     assert json.loads((tmp_path / "results.json").read_text())["runs"] == []
+
+
+def tls_or_skip() -> None:
+    """Skip unless the TLS scenarios can run here: the openssl command, and the load generator built with OpenSSL."""
+    from bench import tls
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make the bench's certificate (make bench-tools installs it)")
+    try:
+        build.loadgen_tls()
+    except (build.NoCompiler, RuntimeError) as exc:
+        pytest.skip(f"the load generator cannot be built with OpenSSL here: {str(exc).splitlines()[0]}")
+    assert tls.DESCRIPTION
+
+
+def tls_dirs() -> set[str]:
+    return {p.name for p in build.BUILD.glob("tls-*")} if build.BUILD.exists() else set()
+
+
+@needs_cc
+@pytest.mark.timeout(120)
+def test_the_tls_scenarios_measure_the_tls_systems_and_say_why_the_others_are_not(tmp_path):
+    tls_or_skip()
+    before = tls_dirs()
+    done = run_bench(tmp_path, "--only", "tls-50,tls-handshakes", "--systems", "reactor-line,asyncio-proto,bare,stdlib-threading")
+    assert done.returncode == 0, done.stderr
+    assert "skipped" not in done.stderr + done.stdout
+    assert re.search(r"^system +handshakes/s +min-max", done.stdout, re.MULTILINE), done.stdout
+    for scenario in ("tls-50", "tls-handshakes"):
+        rows = table_rows(done.stdout, scenario)
+        assert set(rows) == {"reactor-line", "asyncio-proto", "bare", "stdlib-threading"}, done.stdout
+        for system in ("reactor-line", "asyncio-proto"):
+            assert float(rows[system][1].replace(",", "").rstrip(report.CONTENDED_MARK)) > 0, rows[system]
+        assert " ".join(rows["bare"][1:]) == "n/a: plain sockets only: no TLS"
+        assert " ".join(rows["stdlib-threading"][1:]).startswith("n/a: the stdlib's servers do TLS only by wrapping")
+    assert "self-signed RSA-2048 certificate made for the run" in done.stdout
+    for label in ("TLS line echo, 50 conns: x asyncio Protocol over TLS", "TLS handshakes/s, 16 clients: x asyncio Protocol"):
+        line = next(x for x in done.stdout.splitlines() if x.startswith(label))
+        assert re.search(r" \d+\.\d\dx +>= 1x ", line), line
+    headroom = done.stdout.split("HEADROOM", 1)[1]
+    for scenario in ("tls-50", "tls-handshakes"):
+        assert re.search(rf"^{scenario} +n/a +\S+ [\d,]+ +\d+% \(", headroom, re.MULTILINE), headroom
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {(r["scenario"], r["system"]) for r in results["runs"]} == {
+        (s, system) for s in ("tls-50", "tls-handshakes") for system in ("reactor-line", "asyncio-proto")}
+    for run in results["runs"]:
+        assert "error" not in run, run
+        assert run["requests"] > 0 and run["served"] == run["conns"] and run["errors"] == 0, run
+        assert run["connect_failed"] == 0, run  # every handshake succeeded, the certificate verified
+        assert not any("SIGTERM" in note or "killed" in note or "status" in note for note in run["notes"]), run
+    assert results["meta"]["tls"] and results["skipped"] == {}
+    assert tls_dirs() == before  # the run's certificate is gone with it
+
+
+@needs_cc
+@pytest.mark.timeout(60)
+def test_without_openssl_headers_the_tls_scenarios_are_skipped_in_one_line(tmp_path, monkeypatch, capsys):
+    from bench import __main__ as bench_main
+
+    real = build.compiler()
+    fake = tmp_path / "cc-without-openssl"
+    fake.write_text("#!/bin/sh\n"
+                    "for a in \"$@\"; do [ \"$a\" = -DLOADGEN_TLS ] && { "
+                    "echo 'loadgen_tls.c:23:10: fatal error: openssl/ssl.h: No such file or directory' >&2; exit 1; }; done\n"
+                    f"exec {real} \"$@\"\n")  # fmt: skip
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setattr(build, "TLS_BINARY", tmp_path / "loadgen-tls")
+    out = tmp_path / "out"
+    assert bench_main.main(["--only", "pingpong-1,tls-50,tls-handshakes", "--systems", "bare", "--runs", "1",
+                            "--seconds", "0.2", "--warmup", "0.1", "--retries", "0", "--out", str(out)]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    skipped = [line for line in captured.err.splitlines() if "skipped" in line]
+    assert len(skipped) == 1, captured.err
+    assert skipped[0].startswith("bench: TLS scenarios skipped (tls-50, tls-handshakes): compiling ")
+    assert "openssl/ssl.h: No such file or directory" in skipped[0] and "libssl-dev" in skipped[0]
+    for scenario in ("tls-50", "tls-handshakes"):
+        assert re.search(rf"^{scenario}: TLS over TCP 127\.0\.0\.1, .*\nskipped: compiling ", captured.out, re.MULTILINE)
+    assert float(table_rows(captured.out, "pingpong-1")["bare"][1].replace(",", "").rstrip(report.CONTENDED_MARK)) > 0
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["scenario"], r["system"]) for r in results["runs"]] == [("pingpong-1", "bare")]
+    assert set(results["skipped"]) == {"tls-50", "tls-handshakes"} and "tls" not in results["meta"]
+    assert "skipped" in (out / "bench.svg").read_text()
 
 
 @pytest.mark.timeout(60)
