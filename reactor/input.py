@@ -61,8 +61,10 @@ class Input:
         if not data:
             self.eof = True
             self.watch(False)
-        elif self._pending is not None and self._pending():
-            data += self._sock.recv(self._pending())  # a record larger than READ_SIZE: the rest is here
+        elif self._pending is not None and len(data) == READ_SIZE and self._pending():
+            # TLS: a record larger than what we asked for (only then can part
+            # of it be left decrypted inside TLS, where no readiness shows it).
+            data += self._sock.recv(self._pending())
         if self._after is not None:
             after, self._after = self._after, None
             after()

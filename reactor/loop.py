@@ -140,17 +140,11 @@ class Reactor:
         self._check_open()
         handle = _IOHandle(callback, args, self, fileobj, slot)
         bit = _READ if slot == 0 else _WRITE
-        try:
-            key = self._selector.get_key(fileobj)
-        except KeyError:
-            key = None
+        key = self._key(fileobj)
         if key is not None and key.fileobj is not fileobj and _closed(key.fileobj):
-            # The descriptor number was reused: the object registered under it
-            # was closed without being removed, and the kernel has already
-            # dropped it from epoll.  Forget it and register the new one afresh
-            # (a modify() with an unchanged mask would be a no-op for epoll).
-            # (Two live objects with one descriptor, a server and its socket,
-            # share the registration instead.)
+            # The descriptor was reused: the object registered under it was
+            # closed unremoved (epoll dropped it already): register afresh.
+            # (Two live objects of one descriptor, a server and its socket, share it.)
             for old in key.data:
                 if old is not None:
                     old.cancelled = True
@@ -165,21 +159,28 @@ class Reactor:
         if pair[slot] is not None:
             pair[slot].cancelled = True
         pair[slot] = handle
-        # modify() stores a new data tuple; events already returned by this
-        # iteration's select() still hold the old one, whose handles are
-        # cancelled, so run_once skips them.
+        # modify() stores a new data tuple; events this iteration's select()
+        # returned hold the old one, whose handles are cancelled: skipped.
         self._selector.modify(fileobj, key.events | bit, tuple(pair))
         return handle
+
+    def _key(self, fileobj: Any) -> Any:
+        """The selector's key for ``fileobj``, or None (not registered, or closed): by
+        descriptor number, as ``get_key(sock)`` of an unregistered socket (every new
+        connection) formats its repr, two system calls, into a KeyError nobody reads."""
+        try:
+            fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        except (AttributeError, OSError, ValueError):
+            return None
+        return self._selector.get_map().get(fd) if fd >= 0 else None
 
     def _remove(self, fileobj: Any, slot: int, only: Handle | None = None) -> bool:
         """Unwatch one direction of ``fileobj`` (if ``only`` is given: only if
         that handle is still the registered one)."""
         if self._closed:
             return False
-        try:
-            key = self._selector.get_key(fileobj)
-        except (KeyError, ValueError):
-            # ValueError: the file object is already closed (fileno() == -1).
+        key = self._key(fileobj)
+        if key is None:
             return False
         pair = list(key.data)
         handle = pair[slot]
