@@ -102,6 +102,8 @@ class Reactor:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._selector = selector if selector is not None else selectors.DefaultSelector()
+        keys = getattr(self._selector, "_fd_to_key", None)  # fd -> key: the stdlib selectors' own dict
+        self._fd_keys = keys if isinstance(keys, dict) else self._selector.get_map()
         self._clock = clock
         self._timers = TimerHeap()
         self._ready: deque[Handle] = deque()
@@ -172,7 +174,7 @@ class Reactor:
             fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
         except (AttributeError, OSError, ValueError):
             return None
-        return self._selector.get_map().get(fd) if fd >= 0 else None
+        return self._fd_keys.get(fd) if fd >= 0 else None
 
     def _remove(self, fileobj: Any, slot: int, only: Handle | None = None) -> bool:
         """Unwatch one direction of ``fileobj`` (if ``only`` is given: only if
