@@ -41,7 +41,11 @@ class Deadline:
 
     def arm(self, bound: str) -> None:
         """The deadline is now ``bound``'s: that many seconds from now (none if it is None)."""
-        self.set(bound, LINGER if bound == "linger" else getattr(self._server, bound))
+        seconds = LINGER if bound == "linger" else getattr(self._server, bound)
+        if seconds is None:  # (per read, for the default idle_timeout: no second call)
+            self.when, self.bound = None, ""
+            return
+        self.set(bound, seconds)
 
     def set(self, bound: str, seconds: float | None) -> None:
         """The deadline is ``bound``, ``seconds`` from now (None: no deadline)."""

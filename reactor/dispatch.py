@@ -91,9 +91,10 @@ def ends_itself(request: Any) -> bool:
     handler wrote, and a forked child hands that reply back to the parent.
     Any other request is the handler's own (an accepted socket, a
     ``(data, socket)`` pair): its handler answers the client itself, and it
-    ends through its record, found in the table by identity.
+    ends through its record, found in the table by identity.  A request that
+    ends itself says whether it has (``done``) and has ``end(failed)``.
     """
-    return getattr(request, "end", None) is not None
+    return getattr(request, "done", None) is not None
 
 
 def mark_failed(server: Any, request: Any, reason: str) -> None:

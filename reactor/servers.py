@@ -393,9 +393,10 @@ class BaseServer:
         twice is once: ``shutdown_request`` and ``close_request`` both call
         it, and after an ERROR the hooks still run.
         """
-        end = getattr(request, "end", None)  # dispatch.ends_itself's rule, inline: this runs twice per message
-        if end is not None:
-            end(event is _ERROR)
+        done = getattr(request, "done", None)  # dispatch.ends_itself's kind, inline: this runs twice per message
+        if done is not None:
+            if not done:  # (the second time, for a message ended already, costs no call)
+                request.end(event is _ERROR)
             return
         admission = self._serving.admission
         if self.request_table.finish(request, event, reason) is not None and admission is not None and admission.state is _FULL:
