@@ -119,7 +119,7 @@ def send_close_notify(sock: Any) -> None:
 
     A plain socket is left alone.  Errors are ignored: the peer may be gone.
     """
-    if not isinstance(sock, ssl.SSLSocket) or sock._sslobj is None:  # not TLS, or already shut down
+    if not isinstance(sock, ssl.SSLSocket):
         return
     timeout = sock.gettimeout()
     try:
@@ -127,7 +127,7 @@ def send_close_notify(sock: Any) -> None:
         sock.unwrap()
     except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
         pass  # ours is sent (or queued in the kernel); the peer's is not awaited
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # ValueError: TLS already shut down on it
         pass
     finally:
         try:
