@@ -4,11 +4,11 @@ What it shows: a ``reactor.MessageHandler`` (``framing = Line()``) that
 sends each line back, served over TLS by ``reactor.TCPServer(...,
 ssl_context=context)``.  The handler is the same as on plain TCP: the
 reactor runs each client's handshake in its loop, without blocking, then
-reads and writes through the ``ssl.SSLSocket`` the same way (TLS's "want
-read"/"want write" are just "not now"), and the handler sees decrypted
-lines.  What TLS negotiated is on ``self.connection.sock``, the
-``SSLSocket``: the handler prints its ``version()`` and ``cipher()`` at a
-connection's first line.  A client that connects and never sends its
+reads and writes the socket the same way, with TLS run between the
+socket and the frames over memory buffers, and the handler sees
+decrypted lines.  What TLS negotiated is on ``self.connection.tls``, an
+``ssl.SSLObject``: the handler prints its ``version()`` and ``cipher()``
+at a connection's first line.  A client that connects and never sends its
 ClientHello holds nothing but its own connection, for at most the
 server's ``handshake_timeout``.
 
@@ -75,7 +75,7 @@ class TLSLineEcho(reactor.MessageHandler):
 
     def handle(self) -> None:
         if self.connection.messages == 0:  # this connection's first line
-            tls = self.connection.sock  # the ssl.SSLSocket the reactor reads and writes
+            tls = self.connection.tls  # the connection's ssl.SSLObject: what TLS negotiated
             print(f"  #{self.connection.id} {self.client_address[0]}:{self.client_address[1]}  "
                   f"{tls.version()}, {tls.cipher()[0]}", flush=True)  # fmt: skip
         self.wfile.write(self.message)

@@ -44,7 +44,6 @@ from .deadline import LINGER, Deadline
 from .input import Input
 from .output import Output
 from .table import Event, Record, Size, State, describe_peer
-from .tls import send_close_notify
 
 __all__ = ["Connection", "LINGER"]
 
@@ -64,17 +63,20 @@ class Connection:
     For handlers: ``data`` (a dict for per-connection state), ``close()``
     (close once the queued output is sent), ``send(data)`` and ``queued``
     (push to a connection other than one's own), ``closing``, ``client_address``,
-    ``id`` (the table record's id), ``messages`` (how many were handled).
-    The rest is the reactor's.
+    ``id`` (the table record's id), ``messages`` (how many were handled),
+    ``sock`` (the socket, plain also over TLS), ``tls`` (None, or TLS's
+    ``ssl.SSLObject``: ``getpeercert()``, ``selected_alpn_protocol()``,
+    ``version()`` ...).  The rest is the reactor's.
     """
 
     __slots__ = (
-        "server", "sock", "client_address", "record", "data", "messages",
+        "server", "sock", "tls", "client_address", "record", "data", "messages",
         "_reactor", "_table", "_input", "_output",
-        "_close_asked", "_failure", "_deadline", "_current", "_pumping", "_quiet", "_linger",
+        "_close_asked", "_failure", "_deadline", "_current", "_pumping", "_quiet", "_linger", "_tls",
     )  # fmt: skip
 
-    def __init__(self, server: Any, sock: socket.socket, client_address: Any, record: Record, reactor: Any) -> None:
+    def __init__(self, server: Any, sock: socket.socket, client_address: Any, record: Record, reactor: Any,
+                 tls: Any = None) -> None:  # fmt: skip
         self.server = server
         self.sock = sock
         self.client_address = client_address
@@ -84,8 +86,12 @@ class Connection:
         self._reactor = reactor
         self._table = server.request_table
         framing = server.RequestHandlerClass.framing
-        self._input = Input(sock, reactor, framing, server.max_message_size, self._on_readable)
-        self._output = Output(sock, record, reactor, self._on_writable, self._input.after_read)  # not yet taken
+        self._tls = tls  # the TLSSession (reactor/tlssession.py), secured; None: plain
+        self.tls = tls.object if tls is not None else None
+        self._input = Input(sock, record, reactor, framing, server.max_message_size, self._on_readable, tls)
+        self._output = Output(sock, record, reactor, self._on_writable, tls)  # not yet taken
+        if tls is not None:
+            tls.attach(self._output.push_raw, lambda: self._input.watch(True))
         self._close_asked = False
         self._failure = ""  # why the connection failed (it closes, then ends FAILED)
         self._deadline = Deadline(server, reactor, self._on_deadline)
@@ -166,6 +172,8 @@ class Connection:
         self._table.transition(self.record, Event.START, "framed: the reactor reads")
         self._input.watch(True)
         self._deadline.arm("idle_timeout")
+        if self._tls is not None and self._tls.buffered:
+            self._on_readable()  # what came with the handshake's last message (the first request, often)
 
     # ------------------------------------------------------------------ input
     #
@@ -195,7 +203,6 @@ class Connection:
             if state is _READING:
                 self._pump()
             return
-        record.bytes_in += len(data)
         self._input.take(data, state is _READING)
         if state is _READING:
             self._pump()  # which arms request_timeout if a message is left incomplete
@@ -372,7 +379,10 @@ class Connection:
     def _on_writable(self) -> None:
         error = self._output.flush()
         if error is not None:
-            self._broken(error)
+            if self._tls is not None and self._tls.closed:
+                self._finish_close()  # only our close_notify was left, and the peer is gone
+            else:
+                self._broken(error)
             return
         state = self.record.state
         if state is _WRITING:
@@ -409,7 +419,13 @@ class Connection:
             self._output_sent()
 
     def _output_sent(self) -> None:
-        send_close_notify(self.sock)  # TLS: every clean close says so (a plain socket: nothing)
+        if self._tls is not None and not self._tls.closed:  # TLS: every clean close says so
+            if self._output.send_raw(self._tls.close_notify()) is not None:
+                self._finish_close()  # the peer is gone: nothing more to say
+                return
+            if self._output.queued:
+                self._deadline.arm("write_timeout")
+                return  # _on_writable comes back here once it is sent
         if not self._linger:
             self._finish_close()
             return

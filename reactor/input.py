@@ -8,16 +8,17 @@ ahead of the handler by at most one read plus one message
 (``READ_SIZE + max_message_size``): past that the kernel holds the rest,
 and its window tells the peer to slow down.
 
-Over TLS (an ``ssl.SSLSocket``), "want read"/"want write" mean "nothing
-yet", a clean close_notify and a bare EOF both read as EOF, and bytes TLS
-has decrypted but not yet returned are taken in the same read.
+Over TLS the socket still gives ciphertext: the connection's
+``TLSSession`` (reactor/tlssession.py) turns each read into the plaintext
+of its whole records (a partial record is "nothing yet"); a close_notify
+and a bare EOF both read as EOF.  ``bytes_in`` counts what the socket
+gave: over TLS, encrypted bytes.
 
 Invariant: read interest is registered exactly while ``watching``.
 """
 
 from __future__ import annotations
 
-import ssl
 from typing import Any, Callable
 
 from handlers.framing import FrameBuffer, Framer
@@ -35,46 +36,46 @@ class Input:
     readable (the connection's, which calls ``read``).  Loop thread only.
     """
 
-    __slots__ = ("frames", "eof", "watching", "_sock", "_reactor", "_on_readable", "_ahead", "_pending", "_after")
+    __slots__ = ("frames", "eof", "watching", "_sock", "_record", "_reactor", "_on_readable", "_ahead", "_tls")
 
-    def __init__(self, sock: Any, reactor: Any, framing: Framer, max_message_size: int | None,
-                 on_readable: Callable[[], None]) -> None:  # fmt: skip
+    def __init__(self, sock: Any, record: Any, reactor: Any, framing: Framer, max_message_size: int | None,
+                 on_readable: Callable[[], None], tls: Any = None) -> None:  # fmt: skip
         self.frames = FrameBuffer(framing, max_message_size)
         self.eof = False
         self.watching = False
         self._sock = sock
+        self._record = record  # counts bytes_in
         self._reactor = reactor
         self._on_readable = on_readable
         self._ahead = READ_SIZE + (max_message_size or READ_SIZE)
-        self._pending = getattr(sock, "pending", None)  # TLS: decrypted bytes not yet returned
-        self._after: Callable[[], None] | None = None  # once, after the next read (see after_read)
+        self._tls = tls  # the TLSSession, or None
 
     def read(self) -> bytes | None:
         """One ``recv()``: the bytes, b"" at EOF (then no more watching), None if nothing came.
 
-        Raises the socket's ``OSError`` (a reset, say): the connection's business.
+        Raises the socket's ``OSError`` (a reset, say; over TLS, bad data):
+        the connection's business.
         """
+        tls = self._tls
         try:
             data = self._sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return None
-        if not data:
+        except (BlockingIOError, InterruptedError):
+            if tls is None or not tls.buffered:
+                return None
+            data = None  # TLS: nothing new, but what came with the handshake's last message
+        else:
+            self._record.bytes_in += len(data)
+        if tls is not None:
+            data = tls.decrypt(data)
+            if tls.eof:
+                self.eof = True  # the connection sees it after the plaintext before it
+                self.watch(False)
+            elif not data:
+                return None  # part of a record: the rest is on its way
+        elif not data:
             self.eof = True
             self.watch(False)
-        elif self._pending is not None and len(data) == READ_SIZE and self._pending():
-            # TLS: a record larger than what we asked for (only then can part
-            # of it be left decrypted inside TLS, where no readiness shows it).
-            data += self._sock.recv(self._pending())
-        if self._after is not None:
-            after, self._after = self._after, None
-            after()
         return data
-
-    def after_read(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once, after the next read (watching meanwhile): a
-        TLS write that needs the peer's data first (``Output``) is retried then."""
-        self._after = callback
-        self.watch(True)
 
     def take(self, data: bytes, handling: bool) -> None:
         """Buffer ``data``; unless a message could be handled now, stop reading once enough is ahead."""

@@ -8,20 +8,18 @@ take is *queued* here, and the socket is watched for writability only
 while something is queued.  A socket error is the connection's business:
 ``send``, ``release`` and ``flush`` report it by returning the exception.
 
-Over TLS (an ``ssl.SSLSocket``) the queue holds what TLS has yet to
-encrypt: the encrypted bytes go straight to the kernel, so the water marks
-bound the same memory.  "Want write" is a full socket; "want read" (a
-write that needs the peer's data first: a renegotiation) stops write
-interest until the next read (``after_read``), so it never spins.
+Over TLS, what is sent is encrypted first (the connection's
+``TLSSession``, reactor/tlssession.py): the queue holds ciphertext, so the
+water marks, ``queued`` and ``bytes_out`` count encrypted bytes, what is
+on its way on the wire.  The held replies are encrypted together, when
+released: one record for all of them.
 
-Invariant: write interest is registered exactly while ``queued`` > 0 (and
-no TLS write waits for a read).
+Invariant: write interest is registered exactly while ``queued`` > 0.
 """
 
 from __future__ import annotations
 
 import socket
-import ssl
 from typing import Any, Callable
 
 __all__ = ["Output"]
@@ -34,17 +32,14 @@ class Output:
     take more (the connection's, which calls ``flush``).  Loop thread only.
     """
 
-    __slots__ = ("held", "_held_size", "_sock", "_record", "_reactor", "_on_writable", "_queue", "_watching",
-                 "_after_read", "_needs_read")  # fmt: skip
+    __slots__ = ("held", "_held_size", "_sock", "_record", "_reactor", "_on_writable", "_queue", "_watching", "_tls")
 
-    def __init__(self, sock: Any, record: Any, reactor: Any, on_writable: Callable[[], None],
-                 after_read: Callable[[Callable[[], None]], None] | None = None) -> None:  # fmt: skip
-        self._after_read = after_read  # TLS: run a callback after the next read (Input.after_read)
-        self._needs_read = False
+    def __init__(self, sock: Any, record: Any, reactor: Any, on_writable: Callable[[], None], tls: Any = None) -> None:
         self._sock = sock
         self._record = record  # counts bytes_out
         self._reactor = reactor
         self._on_writable = on_writable
+        self._tls = tls  # the TLSSession, or None
         self.held: list[bytes] = []  # replies held back until ``release`` (test it for truth)
         self._held_size = 0
         self._queue = bytearray()
@@ -73,6 +68,14 @@ class Output:
 
     def send(self, data: bytes) -> OSError | None:
         """Queue ``data`` and send what the socket takes now; the socket's error, if it broke."""
+        if self._tls is not None:
+            data = self._tls.encrypt(data)
+            if not data:
+                return None  # TLS keeps it until the peer's data has come (see TLSSession.encrypt)
+        return self.send_raw(data)
+
+    def send_raw(self, data: bytes) -> OSError | None:
+        """``send``, not encrypted: bytes for the wire as they are (TLS's own, a close_notify)."""
         if self._queue:
             self._queue += data
             return self.flush()
@@ -103,8 +106,13 @@ class Output:
 
     def push(self, data: bytes) -> None:
         """Queue ``data`` behind what is queued; the write callback sends it (never sends now)."""
-        self._queue += data
-        self._watch(True)
+        self.push_raw(self._tls.encrypt(data) if self._tls is not None else data)
+
+    def push_raw(self, data: bytes) -> None:
+        """``push``, not encrypted (what TLS says on its own while reading)."""
+        if data:
+            self._queue += data
+            self._watch(True)
 
     def flush(self) -> OSError | None:
         """Send what is queued without blocking; the socket's error, if it broke."""
@@ -122,19 +130,10 @@ class Output:
         """One nonblocking ``send()``: how many bytes the kernel took (0 if none), or its error."""
         try:
             return self._sock.send(data)
-        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
-            return 0
-        except ssl.SSLWantReadError:
-            if self._after_read is not None and not self._needs_read:
-                self._needs_read = True
-                self._after_read(self._read_came)
+        except (BlockingIOError, InterruptedError):
             return 0
         except OSError as exc:
             return exc
-
-    def _read_came(self) -> None:
-        self._needs_read = False
-        self._on_writable()  # the connection's: flush, as when the socket is writable
 
     def forget(self) -> None:
         """The socket is closing: unwatch it (what is held or queued is dropped)."""
@@ -144,7 +143,6 @@ class Output:
         self._held_size = 0
 
     def _watch(self, on: bool) -> None:
-        on = on and not self._needs_read  # a TLS write waiting for a read: writability changes nothing
         if on and not self._watching:
             self._reactor.add_writer(self._sock, self._on_writable)
             self._watching = True

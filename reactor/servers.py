@@ -404,19 +404,20 @@ class BaseServer:
 
     # ------------------------------------------------------ framed streams
 
-    def _start_connection(self, sock: Any, client_address: Any, record: Record) -> None:
+    def _start_connection(self, sock: Any, client_address: Any, record: Record, tls: Any = None) -> None:
+        """The reactor takes a framed connection over (``tls``: its ``TLSSession``, secured)."""
         reactor = self._serving.reactor
         if reactor is None:
             # handle_request() without a reactor: serve this one connection
             # to its end on a private one, as a classic handler would be.
             with Reactor() as reactor:
-                connection = Connection(self, sock, client_address, record, reactor)
+                connection = Connection(self, sock, client_address, record, reactor, tls)
                 self._connections.add(connection)
                 connection.start()
                 while record.state not in FINAL_STATES:
                     reactor.run_once()
             return
-        connection = Connection(self, sock, client_address, record, reactor)
+        connection = Connection(self, sock, client_address, record, reactor, tls)
         self._connections.add(connection)
         connection.start()
 

@@ -114,24 +114,29 @@ class TCPServer(BaseServer):
         return accept_plain(self.socket)
 
     def _begin(self, request: Any, client_address: Any, record: Record, start: Any) -> None:
-        # TLS: the handshake first, in the loop; the lifecycle goes on with
-        # the secured socket (blocking again for a classic handler).
+        # TLS: the handshake first, in the loop.  A classic handler's
+        # lifecycle goes on with the secured SSLSocket (blocking again); a
+        # framed connection's with the plain socket and its TLSSession.
         context, reactor = context_of(self), self._serving.reactor
         if context is None:
             self._lifecycle(request, client_address, record, start)
             return
+        framed = start is not None
         if reactor is None:  # handle_request() with no reactor: a blocking handshake, as the stdlib's
-            request = Handshake.blocking(self, request, client_address, record, context)
-            if request is not None:
-                self._lifecycle(request, client_address, record, start)
+            tls = Handshake.blocking(self, request, client_address, record, context, framed)
+            if tls is not None:
+                self._secured(request, client_address, record, start, tls)
             return
+        Handshake(self, request, client_address, record, reactor, context,
+                  lambda tls: self._secured(request, client_address, record, start, tls), framed).start()  # fmt: skip
 
-        def secured(tls: Any) -> None:
-            if start is None:
-                tls.setblocking(True)  # what a classic handler gets from accept()
-            self._lifecycle(tls, client_address, record, start)
-
-        Handshake(self, request, client_address, record, reactor, context, secured).start()
+    def _secured(self, sock: Any, client_address: Any, record: Record, start: Any, tls: Any) -> None:
+        if start is None:
+            tls.setblocking(True)  # what a classic handler gets from accept()
+            self._lifecycle(tls, client_address, record)
+        else:
+            self._lifecycle(sock, client_address, record,
+                            lambda sock, client_address, record: start(sock, client_address, record, tls))  # fmt: skip
 
     def _detach(self, reactor: Any) -> None:
         for handshake in tuple(self._handshakes):

@@ -15,14 +15,14 @@ stream servers' constructors, or a class attribute), or when its listening
 socket was wrapped the stdlib's way: that is detected, and the listener's
 own context used, so the stdlib pattern is never deaf either.
 
-Once secured, the connection goes on with an ``ssl.SSLSocket``: a classic
-handler gets it in blocking mode (as it would get a plain socket); a
-framed connection reads and writes through it without blocking
-(``reactor.input``/``reactor.output`` take TLS's "want read"/"want write"
-for "not now").  What a handler sees of TLS (``getpeercert()``,
-``selected_alpn_protocol()``, ``version()``, ``cipher()``) is on that
-socket: ``self.request`` for a classic handler, ``self.connection.sock``
-for a framed one.  Every clean close sends close_notify.
+Once secured, a classic handler gets an ``ssl.SSLSocket`` in blocking
+mode (as it would get a plain socket); a framed connection goes on with
+its plain socket and a ``TLSSession`` (reactor/tlssession.py): TLS over
+memory buffers, between the socket and the frames.  What a handler sees
+of TLS (``getpeercert()``, ``selected_alpn_protocol()``, ``version()``,
+``cipher()``) is on ``self.request`` for a classic handler,
+``self.connection.tls`` (an ``ssl.SSLObject``) for a framed one.  Every
+clean close sends close_notify.
 
 ``server_context(cert, key, ca=None)`` builds a server's context from PEM
 files, each problem a one-line ``UsageError`` (``python -m reactor serve
@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 from .errors import UsageError
 from .table import Event
+from .tlssession import READ_SIZE, TLSSession
 
 __all__ = ["Handshake", "context_of", "accept_plain", "send_close_notify", "server_context", "HANDSHAKE_TIMEOUT"]
 
@@ -139,32 +140,42 @@ def send_close_notify(sock: Any) -> None:
 class Handshake:
     """One accepted connection's TLS handshake, run by the loop without blocking.
 
-    ``start()`` wraps the socket (the record's request becomes the
-    ``SSLSocket``), then each step runs when the socket is ready in the
-    direction TLS asks for.  Secured, the record goes back to ACCEPTED and
-    ``then(tls_socket)`` carries on (the server's lifecycle).  Failed (a
-    plain-text client, a bad certificate, a reset), timed out
-    (``server.handshake_timeout``) or aborted (the server stops serving),
-    the connection is closed, the record aborted, and the bound counted
-    (``handshake_failed``, ``handshake_timeout``), logged at DEBUG
-    (rate-limited).  Loop thread only.
+    ``start()`` begins it; each step runs when the socket is ready.
+    Secured, the record goes back to ACCEPTED and ``then(tls)`` carries on
+    (the server's lifecycle).  Failed (a plain-text client, a bad
+    certificate, a reset), timed out (``server.handshake_timeout``) or
+    aborted (the server stops serving), the connection is closed, the record
+    aborted, and the bound counted (``handshake_failed``,
+    ``handshake_timeout``), logged at DEBUG (rate-limited).  Loop thread only.
+
+    Two ways, by what comes after (``for_framed``):
+
+    * a classic handler gets an ``ssl.SSLSocket``: the socket is wrapped
+      (the record's request becomes the ``SSLSocket``) and each step runs
+      when the socket is ready in the direction TLS asks for;
+    * a framed connection goes on with a ``TLSSession`` over memory
+      buffers (reactor/tlssession.py): the handshake reads the plain
+      socket, feeds TLS, and sends what TLS answers; ``then(session)``.
     """
 
     __slots__ = ("server", "record", "client_address", "tls", "_reactor", "_context", "_sock", "_then",
-                 "_timer", "_watching")  # fmt: skip
+                 "_timer", "_watching", "_framed", "_unsent", "_done")  # fmt: skip
 
     def __init__(self, server: Any, sock: socket.socket, client_address: Any, record: Any, reactor: Any,
-                 context: ssl.SSLContext, then: Callable[[ssl.SSLSocket], None]) -> None:  # fmt: skip
+                 context: ssl.SSLContext, then: Callable[[Any], None], for_framed: bool = False) -> None:  # fmt: skip
         self.server = server
         self.record = record
         self.client_address = client_address
-        self.tls: ssl.SSLSocket | None = None
+        self.tls: Any = None  # the SSLSocket, or the TLSSession
         self._reactor = reactor
         self._context = context
         self._sock = sock
         self._then = then
         self._timer: Any = None
-        self._watching = ""  # "read", "write" or ""
+        self._watching = ""  # "read", "write", "both" or ""
+        self._framed = for_framed
+        self._unsent = b""  # framed: handshake bytes the socket has not taken yet
+        self._done = False
 
     def __repr__(self) -> str:
         return f"<Handshake #{self.record.id} {self.client_address!r} {self.record.state.name}>"
@@ -178,36 +189,51 @@ class Handshake:
         table.transition(self.record, Event.HANDSHAKE, "TLS")
         try:
             self._sock.setblocking(False)
-            self.tls = self._context.wrap_socket(self._sock, server_side=True, do_handshake_on_connect=False)
+            if self._framed:
+                self.tls = TLSSession(self._context)
+            else:
+                self.tls = self._context.wrap_socket(self._sock, server_side=True, do_handshake_on_connect=False)
         except (OSError, ValueError) as exc:
-            self._fail("handshake_failed", f"the TLS handshake could not start: {exc}", self._sock)
+            self._fail("handshake_failed", f"the TLS handshake could not start: {exc}")
             return
-        table.rebind(self.record, self.tls)
+        if not self._framed:
+            table.rebind(self.record, self.tls)
         self.server._handshakes.add(self)
         if self.server.handshake_timeout is not None:
             self._timer = self._reactor.call_later(self.server.handshake_timeout, self._timed_out)
-        self._step()
+        if self._framed:
+            self._watch("read")  # the client speaks first
+        else:
+            self._step()
 
     @staticmethod
     def blocking(server: Any, sock: socket.socket, client_address: Any, record: Any,
-                 context: ssl.SSLContext) -> ssl.SSLSocket | None:  # fmt: skip
+                 context: ssl.SSLContext, for_framed: bool = False) -> Any:  # fmt: skip
         """The handshake without a loop (``handle_request()`` on its own), blocking
-        as the stdlib's would, within ``handshake_timeout``: the secured socket,
-        or None (the connection was closed and its record aborted)."""
+        as the stdlib's would, within ``handshake_timeout``: the secured socket
+        (a ``TLSSession`` ``for_framed``), or None (the connection was closed
+        and its record aborted)."""
         table = server.request_table
         table.transition(record, Event.HANDSHAKE, "TLS, blocking: no loop")
         try:
             sock.settimeout(server.handshake_timeout)
-            tls = context.wrap_socket(sock, server_side=True)
+            if for_framed:
+                tls = TLSSession(context)
+                tls.handshake_blocking(sock)
+                sock.settimeout(None)
+            else:
+                tls = context.wrap_socket(sock, server_side=True)
+                table.rebind(record, tls)
+                tls.settimeout(None)
         except (OSError, ValueError) as exc:
             timed_out = isinstance(exc, TimeoutError)
             _give_up(server, sock, client_address, "handshake_timeout" if timed_out else "handshake_failed",
                      "no TLS handshake within handshake_timeout" if timed_out else f"TLS handshake failed: {_why(exc)}")
             return None
-        table.rebind(record, tls)
-        tls.settimeout(None)
-        table.transition(record, Event.SECURED, f"{tls.version()}, {tls.cipher()[0]}")
+        table.transition(record, Event.SECURED, _negotiated(tls))
         return tls
+
+    # ---------------------------------------------------------- classic: SSLSocket
 
     def _step(self) -> None:
         try:
@@ -219,10 +245,56 @@ class Handshake:
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: bad data, bad certificate, reset
             self._fail("handshake_failed", f"TLS handshake failed: {_why(exc)}")
         else:
-            self._end()
-            table = self.server.request_table
-            table.transition(self.record, Event.SECURED, f"{self.tls.version()}, {self.tls.cipher()[0]}")
-            self._then(self.tls)
+            self._secured()
+
+    # ------------------------------------------------- framed: memory buffers
+
+    def _readable(self) -> None:
+        try:
+            data = self._sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail("handshake_failed", f"TLS handshake failed: {_why(exc)}")
+            return
+        try:
+            self._done = self.tls.handshake(data)
+        except (OSError, ValueError) as exc:
+            self._say_last_words()
+            self._fail("handshake_failed", f"TLS handshake failed: {_why(exc)}")
+            return
+        self._unsent += self.tls.take_output()
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send what TLS answered; secured once the handshake is done and all of it is sent."""
+        if self._unsent:
+            try:
+                sent = self._sock.send(self._unsent)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._fail("handshake_failed", f"TLS handshake failed: {_why(exc)}")
+                return
+            self._unsent = self._unsent[sent:]
+        if self._done and not self._unsent:
+            self._secured()
+        else:
+            self._watch("both" if self._unsent else "read")
+
+    def _say_last_words(self) -> None:
+        """A failed handshake's alert (a bad certificate, say), if the socket takes it now."""
+        try:
+            self._sock.send(self._unsent + self.tls.take_output())
+        except OSError:
+            pass
+
+    # ----------------------------------------------------------------- either
+
+    def _secured(self) -> None:
+        self._end()
+        self.server.request_table.transition(self.record, Event.SECURED, _negotiated(self.tls))
+        self._then(self.tls)
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -232,9 +304,10 @@ class Handshake:
         """Close now (the server stops serving)."""
         self._fail("", reason)
 
-    def _fail(self, counter: str, reason: str, sock: Any = None) -> None:
+    def _fail(self, counter: str, reason: str) -> None:
         self._end()
-        _give_up(self.server, sock or self.tls, self.client_address, counter, reason)
+        _give_up(self.server, self._sock if self._framed or self.tls is None else self.tls, self.client_address,
+                 counter, reason)  # fmt: skip
 
     def _end(self) -> None:
         self.server._handshakes.discard(self)
@@ -244,18 +317,29 @@ class Handshake:
         self._watch("")
 
     def _watch(self, direction: str) -> None:
+        """Watch the socket in ``direction``: ``read``, ``write``, ``both`` or ``""`` (neither)."""
         if direction == self._watching:
             return
         reactor = self._reactor
-        if self._watching == "read":
-            reactor.remove_reader(self.tls)
-        elif self._watching == "write":
-            reactor.remove_writer(self.tls)
-        if direction == "read":
-            reactor.add_reader(self.tls, self._step)
-        elif direction == "write":
-            reactor.add_writer(self.tls, self._step)
-        self._watching = direction
+        if self._framed:
+            sock, reading, writing = self._sock, self._readable, self._flush
+        else:
+            sock, reading, writing = self.tls, self._step, self._step
+        was, self._watching = self._watching, direction
+        if was in ("read", "both") and direction not in ("read", "both"):
+            reactor.remove_reader(sock)
+        if was in ("write", "both") and direction not in ("write", "both"):
+            reactor.remove_writer(sock)
+        if direction in ("read", "both") and was not in ("read", "both"):
+            reactor.add_reader(sock, reading)
+        if direction in ("write", "both") and was not in ("write", "both"):
+            reactor.add_writer(sock, writing)
+
+
+def _negotiated(tls: Any) -> str:
+    """What the trace says of a secured session: ``TLSv1.3, TLS_AES_256_GCM_SHA384``."""
+    tls = getattr(tls, "object", tls)
+    return f"{tls.version()}, {tls.cipher()[0]}"
 
 
 def _give_up(server: Any, sock: Any, client_address: Any, counter: str, reason: str) -> None:

@@ -36,7 +36,7 @@ class Upper(reactor.MessageHandler):
     """Framed: the line in upper case; ``CERT``, ``ALPN`` and ``VERSION`` ask about the TLS session."""
 
     def handle(self) -> None:
-        self.wfile.write(answer(self.connection.sock, self.message))
+        self.wfile.write(answer(self.connection.tls, self.message))
 
 
 class UpperStream(handlers.StreamRequestHandler):
@@ -115,7 +115,7 @@ def test_a_silent_client_is_closed_at_handshake_timeout_and_counted_while_others
             client.sendall(b"meanwhile\n")
             assert read_lines(client, 1) == b"MEANWHILE\n"
         assert silent.recv(100) == b""  # closed by the server, within the timeout
-        wait_for(lambda: server.request_table.totals["aborted"] == 1, what="the silent client's record aborted")
+        wait_for(lambda: server.request_table.totals["aborted"] == 1, what=f"the silent client record aborted {server.request_table.totals} {server.request_table.counters}")
         assert server.request_table.counters.get("handshake_timeout") == 1
 
 
@@ -266,99 +266,113 @@ def test_bad_tls_settings_are_refused_clearly(places, certs):
             server.handshake_timeout = float("nan")
 
 
-# ------------------------------------------ TLS's "want read" and "want write"
+# ------------------------------------------ TLS over memory buffers (reactor/tlssession.py)
 
 
-class FakeTLS:
-    """A socket that answers with TLS's want-read/want-write as told (a real one cannot be made to, on demand)."""
+class MemoryClient:
+    """A TLS client over memory buffers, to hand a server's ``TLSSession`` exactly the bytes a test wants."""
 
-    family = socket.AF_UNIX
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
 
-    def __init__(self) -> None:
-        self.recv_results: list[Any] = []
-        self.send_results: list[Any] = []
-        self.sent = b""
+    def step(self, from_server: bytes = b"") -> bytes:
+        """Take what the server sent, go on with the handshake; what the client sends next."""
+        self.incoming.write(from_server)
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        return self.outgoing.read()
 
-    def recv(self, n: int) -> bytes:
-        result = self.recv_results.pop(0)
-        if isinstance(result, BaseException):
-            raise result
-        return result
+    def write(self, data: bytes) -> bytes:
+        self.tls.write(data)
+        return self.outgoing.read()
 
-    def send(self, data: Any) -> int:
-        result = self.send_results.pop(0)
-        if isinstance(result, BaseException):
-            raise result
-        self.sent += bytes(data)[:result]
-        return result
-
-    def pending(self) -> int:
-        return 0
+    def read(self, from_server: bytes) -> bytes:
+        self.incoming.write(from_server)
+        return self.tls.read(1 << 20)
 
 
-class FakeReactor:
-    def __init__(self) -> None:
-        self.readers: dict[Any, Any] = {}
-        self.writers: dict[Any, Any] = {}
+def secured_pair(certs: Any) -> tuple[Any, MemoryClient]:
+    """A server ``TLSSession`` and a client, their handshake done through memory."""
+    from reactor.tlssession import TLSSession
 
-    def add_reader(self, sock: Any, callback: Any) -> None:
-        self.readers[sock] = callback
-
-    def remove_reader(self, sock: Any) -> None:
-        self.readers.pop(sock, None)
-
-    def add_writer(self, sock: Any, callback: Any) -> None:
-        self.writers[sock] = callback
-
-    def remove_writer(self, sock: Any) -> None:
-        self.writers.pop(sock, None)
+    session, client = TLSSession(certs.server_context()), MemoryClient(certs.client_context())
+    assert not session.handshake(client.step())  # the ClientHello
+    assert session.handshake(client.step(session.take_output()))  # the client's Finished
+    client.incoming.write(session.take_output())  # the session tickets
+    return session, client
 
 
-def pair() -> tuple[FakeTLS, FakeReactor, Any, Any, list[str]]:
-    from handlers.framing import Line
-    from reactor.input import Input
-    from reactor.output import Output
-
-    sock, loop, calls = FakeTLS(), FakeReactor(), []
-    record = type("R", (), {"bytes_out": 0})()
-    read_side = Input(sock, loop, Line(), None, lambda: calls.append("readable"))
-    write_side = Output(sock, record, loop, lambda: calls.append("writable"), read_side.after_read)
-    return sock, loop, read_side, write_side, calls
+@pytest.mark.timeout(10)
+def test_a_partial_record_is_nothing_yet_and_every_whole_record_of_a_read_is_decrypted(certs):
+    session, client = secured_pair(certs)
+    record = client.write(b"first\n")
+    assert session.decrypt(record[:7]) == b"" and not session.eof  # the header and a little: wait
+    assert session.decrypt(record[7:]) == b"first\n"
+    three = client.write(b"a\n") + client.write(b"b\n") + client.write(b"c" * 40000 + b"\n")  # 5 records
+    assert session.decrypt(three) == b"a\nb\n" + b"c" * 40000 + b"\n" and not session.eof
 
 
-@pytest.mark.timeout(5)
-def test_a_read_that_tls_says_must_wait_is_nothing_yet_in_either_direction():
-    sock, _, read_side, _, _ = pair()
-    sock.recv_results = [ssl.SSLWantReadError(), ssl.SSLWantWriteError(), b"line\n"]
-    assert read_side.read() is None
-    assert read_side.read() is None
-    assert read_side.read() == b"line\n" and not read_side.eof
+@pytest.mark.timeout(10)
+def test_a_close_notify_and_a_bare_eof_both_read_as_eof_after_what_came_before(certs):
+    session, client = secured_pair(certs)
+    last = client.write(b"last\n")
+    try:
+        client.tls.unwrap()
+    except ssl.SSLWantReadError:
+        pass  # the client's close_notify is made; it would wait for the server's
+    assert session.decrypt(last + client.outgoing.read()) == b"last\n" and session.eof
+    client.incoming.write(session.close_notify())
+    client.tls.unwrap()  # the server's close_notify: the client's shutdown completes (no "want read")
+    assert session.close_notify() == b""  # once
+
+    session, client = secured_pair(certs)
+    assert session.decrypt(b"") == b"" and session.eof  # a FIN with no close_notify
 
 
-@pytest.mark.timeout(5)
-def test_a_write_that_wants_write_waits_for_writability():
-    sock, loop, _, write_side, _ = pair()
-    sock.send_results = [ssl.SSLWantWriteError(), 6]
-    assert write_side.send(b"reply\n") is None
-    assert write_side.queued == 6 and sock in loop.writers  # queued, watched for writability
-    assert write_side.flush() is None
-    assert sock.sent == b"reply\n" and write_side.queued == 0 and sock not in loop.writers
+@pytest.mark.timeout(10)
+def test_a_write_that_wants_a_read_is_kept_in_order_until_a_read_came(certs):
+    """A server that writes before its handshake is done: TLS wants the peer's data first.
+    Nothing watches writability for it (it would spin): the writes wait, in order, for a
+    read (``need_read`` asks for one), and go out through ``emit`` once TLS can make them."""
+    from reactor.tlssession import TLSSession
+
+    session, client = TLSSession(certs.server_context()), MemoryClient(certs.client_context())
+    emitted: list[bytes] = []
+    reads_asked: list[bool] = []
+    session.attach(emitted.append, lambda: reads_asked.append(True))
+    assert session.encrypt(b"one\n") == b"" and reads_asked  # kept: TLS waits for the ClientHello
+    assert session.encrypt(b"two\n") == b""  # kept behind it, in order
+    assert session.decrypt(client.step()) == b""  # the ClientHello: the server answers ...
+    finished = client.step(b"".join(emitted))
+    emitted.clear()
+    assert session.decrypt(finished) == b""  # ... its handshake is done: the kept writes go out
+    assert client.read(b"".join(emitted)) == b"one\ntwo\n"
 
 
-@pytest.mark.timeout(5)
-def test_a_write_that_wants_a_read_waits_for_the_next_read_not_for_writability():
-    """Writability would come at once and again and again: watching it would spin."""
-    sock, loop, read_side, write_side, calls = pair()
-    sock.send_results = [ssl.SSLWantReadError()]
-    assert write_side.send(b"reply\n") is None
-    assert write_side.queued == 6
-    assert sock not in loop.writers  # no write interest while TLS waits for the peer
-    assert sock in loop.readers  # but read interest, for the data it waits for
-    sock.recv_results = [b"peer data\n"]
-    assert read_side.read() == b"peer data\n"
-    assert calls == ["writable"]  # the write is retried, once, after that read
-    sock.send_results = [6]
-    assert write_side.flush() is None and sock.sent == b"reply\n"
+@pytest.mark.timeout(30)
+def test_the_output_counts_encrypted_bytes(places, certs):
+    """The queue holds ciphertext: ``bytes_out`` (and the water marks, on the same queue) count
+    what goes on the wire, TLS's records and all, more than the plaintext."""
+    seen: list[int] = []
+
+    class Sized(reactor.MessageHandler):
+        def handle(self) -> None:
+            self.wfile.write(b"y" * 100_000 + b"\n")
+
+    server = places.make_server("tcp4", Sized, ssl_context=certs.server_context())
+    server.request_table.add_observer(
+        lambda record, old, event, new, reason: seen.append(record.bytes_out) if new is State.CLOSED else None)
+    with ServingThread(server):
+        with tls_connect(server, certs.client_context()) as client:
+            client.sendall(b"go\n")
+            assert len(read_lines(client, 1)) == 100_001
+            client.unwrap().close()
+        wait_for(lambda: seen, what="the record closed")
+    records = -(-100_001 // 16384)
+    assert seen[0] >= 100_001 + records * 17 + 24  # each record's header and tag, and the close_notify
 
 
 @pytest.mark.timeout(30)
