@@ -72,7 +72,7 @@ class Connection:
     __slots__ = (
         "server", "sock", "tls", "client_address", "record", "data", "messages",
         "_reactor", "_table", "_input", "_output",
-        "_close_asked", "_failure", "_deadline", "_current", "_pumping", "_quiet", "_linger", "_tls",
+        "_close_asked", "_failure", "_deadline", "_current", "_pumping", "_quiet", "_linger",
     )  # fmt: skip
 
     def __init__(self, server: Any, sock: socket.socket, client_address: Any, record: Record, reactor: Any,
@@ -86,12 +86,9 @@ class Connection:
         self._reactor = reactor
         self._table = server.request_table
         framing = server.RequestHandlerClass.framing
-        self._tls = tls  # the TLSSession (reactor/tlssession.py), secured; None: plain
-        self.tls = tls.object if tls is not None else None
+        self.tls = tls.object if tls is not None else None  # tls: the TLSSession (reactor/tlssession.py)
         self._input = Input(sock, record, reactor, framing, server.max_message_size, self._on_readable, tls)
         self._output = Output(sock, record, reactor, self._on_writable, tls)  # not yet taken
-        if tls is not None:
-            tls.attach(self._output.push_raw, lambda: self._input.watch(True))
         self._close_asked = False
         self._failure = ""  # why the connection failed (it closes, then ends FAILED)
         self._deadline = Deadline(server, reactor, self._on_deadline)
@@ -172,18 +169,17 @@ class Connection:
         self._table.transition(self.record, Event.START, "framed: the reactor reads")
         self._input.watch(True)
         self._deadline.arm("idle_timeout")
-        if self._tls is not None and self._tls.buffered:
-            self._on_readable()  # what came with the handshake's last message (the first request, often)
+        if self._input.tls_buffered:
+            self._on_readable()  # what came with the TLS handshake's last message (the first request, often)
 
     # ------------------------------------------------------------------ input
     #
     # The hot path, per message: _on_readable -> _pump -> _dispatch -> the
-    # server's process_request (and so the strategy and the other hooks, as
-    # they are now) -> the handler -> close_request -> _request_done, which holds
-    # the reply back; once every message of the read is handled, the held
-    # replies go out with one send().  It is written for speed where that
-    # costs no clarity: local names for attributes used in loops, no call
-    # where an attribute test does, no string built for a trace nobody reads.
+    # server's process_request (the strategy, the hooks as they are now) -> the
+    # handler -> close_request -> _request_done, which holds the reply back
+    # until every message of the read is handled: then one send().  Written for
+    # speed where that costs no clarity: local names for attributes used in
+    # loops, no call where an attribute test does, no trace string unread.
 
     def _on_readable(self) -> None:
         try:
@@ -265,10 +261,8 @@ class Connection:
         if not self._input.frames.buffered:
             self._deadline.arm("idle_timeout")
         elif self._deadline.bound != "request_timeout":
-            # Part of a message is here: its clock starts now (it began in
-            # this read, or was pipelined behind the last message), and is
-            # not restarted by the bytes that trickle in after it.  (A
-            # message that arrives whole never needs a clock at all.)
+            # Part of a message is here: its clock starts now, not restarted by
+            # the bytes that trickle in after it (a whole message needs none).
             self._deadline.arm("request_timeout")
 
     def _dispatch(self, message: bytes) -> None:
@@ -371,18 +365,14 @@ class Connection:
     # ----------------------------------------------------------------- output
 
     def _sent(self, error: OSError | None) -> None:
-        """After ``Output.send`` or ``Output.release`` (the held replies, in one ``send()``):
-        a socket error closes us."""
+        """After ``Output.send`` or ``Output.release``: a socket error closes us."""
         if error is not None:
             self._broken(error)
 
     def _on_writable(self) -> None:
         error = self._output.flush()
         if error is not None:
-            if self._tls is not None and self._tls.closed:
-                self._finish_close()  # only our close_notify was left, and the peer is gone
-            else:
-                self._broken(error)
+            self._broken(error)
             return
         state = self.record.state
         if state is _WRITING:
@@ -401,9 +391,8 @@ class Connection:
     def _begin_closing(self, event: Event, reason: str, last: bytes | None = None, linger: bool = False) -> None:
         """Enter CLOSING: send what is queued, then ``last``, then close.
 
-        The close lingers (see ``_output_sent``) unless the peer sent EOF;
-        ``linger`` makes it linger anyway (a protocol error leaves input unread).
-        """
+        The close lingers (``_output_sent``) unless the peer sent EOF, or if
+        ``linger`` (a protocol error leaves input unread)."""
         self._table.transition(self.record, event, reason)
         self._input.watch(False)
         self._linger = linger or not self._input.eof
@@ -419,13 +408,9 @@ class Connection:
             self._output_sent()
 
     def _output_sent(self) -> None:
-        if self._tls is not None and not self._tls.closed:  # TLS: every clean close says so
-            if self._output.send_raw(self._tls.close_notify()) is not None:
-                self._finish_close()  # the peer is gone: nothing more to say
-                return
-            if self._output.queued:
-                self._deadline.arm("write_timeout")
-                return  # _on_writable comes back here once it is sent
+        if self._output.close_notify():  # TLS: every clean close says so (true: not all sent yet)
+            self._deadline.arm("write_timeout")
+            return  # _on_writable comes back here once it is sent
         if not self._linger:
             self._finish_close()
             return
@@ -462,10 +447,9 @@ class Connection:
     def _fail(self, reason: str) -> None:
         """An exception in the lifecycle: the connection ends FAILED.
 
-        Every reply finished before the failure still goes out, in order
-        (held replies, then queued output), through a normal close; nothing
-        after the failing message is handled.  A connection that has sent
-        nothing yet (ACCEPTED) or is already closing fails at once.
+        Every reply finished before the failure still goes out, in order,
+        through a normal close; nothing after the failing message is handled.
+        A connection not started yet (ACCEPTED) or already closing fails at once.
         """
         state = self.record.state
         if state in _OVER:

@@ -49,6 +49,13 @@ class Input:
         self._on_readable = on_readable
         self._ahead = READ_SIZE + (max_message_size or READ_SIZE)
         self._tls = tls  # the TLSSession, or None
+        if tls is not None:  # a TLS write that wants the peer's data first makes us read (TLSSession.encrypt)
+            tls.on_need_read = lambda: self.watch(True)
+
+    @property
+    def tls_buffered(self) -> bool:
+        """TLS: ciphertext came with the handshake's last message, that no readiness will show."""
+        return self._tls is not None and self._tls.buffered > 0
 
     def read(self) -> bytes | None:
         """One ``recv()``: the bytes, b"" at EOF (then no more watching), None if nothing came.

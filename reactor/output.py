@@ -40,6 +40,8 @@ class Output:
         self._reactor = reactor
         self._on_writable = on_writable
         self._tls = tls  # the TLSSession, or None
+        if tls is not None:
+            tls.on_output = self.push_raw  # what TLS says on its own while reading goes out, in order
         self.held: list[bytes] = []  # replies held back until ``release`` (test it for truth)
         self._held_size = 0
         self._queue = bytearray()
@@ -119,6 +121,10 @@ class Output:
         queue = self._queue
         sent = self._kernel_takes(queue)
         if type(sent) is not int:
+            if self._tls is not None and self._tls.closed:  # only our close_notify was left:
+                queue.clear()  # the peer is gone, nothing more to say
+                self._watch(False)
+                return None
             return sent
         if sent:
             self._record.bytes_out += sent
@@ -134,6 +140,19 @@ class Output:
             return 0
         except OSError as exc:
             return exc
+
+    def close_notify(self) -> bool:
+        """TLS: send our close_notify, once (plain: nothing to send); True while
+        the socket has not taken all of it.  The peer may be gone: an error
+        here only means there is nobody left to tell."""
+        tls = self._tls
+        if tls is None or tls.closed:
+            return False
+        if self.send_raw(tls.close_notify()) is not None:
+            self._queue.clear()
+            self._watch(False)
+            return False
+        return bool(self._queue)
 
     def forget(self) -> None:
         """The socket is closing: unwatch it (what is held or queued is dropped)."""

@@ -21,9 +21,9 @@ TLS's "want read" and "want write" become plain facts here:
 * Writing never "wants write" (the memory buffer takes everything).  A
   write that "wants read" (a renegotiation in progress) is kept, in
   order with the writes after it, until the next read has come
-  (``need_read`` asks the connection to read), then encrypted.
+  (``on_need_read`` asks the connection to read), then encrypted.
 * What TLS says on its own while reading (a key update's answer, an
-  alert) goes out through ``emit`` at once, in order.
+  alert) goes out through ``on_output`` at once, in order.
 
 Loop thread only: an ``SSLObject`` is not for two threads at once.
 """
@@ -51,7 +51,7 @@ class TLSSession:
     then ``decrypt``, ``encrypt`` and ``close_notify``.
     """
 
-    __slots__ = ("object", "eof", "closed", "_incoming", "_outgoing", "_emit", "_need_read", "_waiting")
+    __slots__ = ("object", "eof", "closed", "on_output", "on_need_read", "_incoming", "_outgoing", "_waiting")
 
     def __init__(self, context: ssl.SSLContext) -> None:
         self._incoming = ssl.MemoryBIO()
@@ -59,8 +59,10 @@ class TLSSession:
         self.object = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self.eof = False  # the peer sent close_notify, or its EOF came
         self.closed = False  # our close_notify is made
-        self._emit: Callable[[bytes], None] | None = None
-        self._need_read: Callable[[], None] | None = None
+        #: Set by the connection's output: queues what TLS says on its own (a key update's answer, an alert).
+        self.on_output: Callable[[bytes], None] | None = None
+        #: Set by the connection's input: makes sure the socket is read (see ``encrypt``).
+        self.on_need_read: Callable[[], None] | None = None
         self._waiting: list[bytes] = []  # plaintext whose write wants a read first
 
     def __repr__(self) -> str:
@@ -94,12 +96,6 @@ class TLSSession:
         """Ciphertext received but not decrypted yet (what came with the client's Finished)."""
         return self._incoming.pending
 
-    def attach(self, emit: Callable[[bytes], None], need_read: Callable[[], None]) -> None:
-        """The connection takes over: ``emit(ciphertext)`` queues what TLS says on
-        its own, ``need_read()`` makes sure the socket is read (see ``encrypt``)."""
-        self._emit = emit
-        self._need_read = need_read
-
     # ----------------------------------------------------------------- input
 
     def decrypt(self, data: bytes | None) -> bytes:
@@ -129,8 +125,8 @@ class TLSSession:
                 plain = self._more(plain)
         if self._waiting:
             self._retry_writes()
-        if self._outgoing.pending and self._emit is not None:
-            self._emit(self._outgoing.read())
+        if self._outgoing.pending and self.on_output is not None:
+            self.on_output(self._outgoing.read())
         return plain
 
     def _more(self, plain: bytes) -> bytes:
@@ -166,8 +162,8 @@ class TLSSession:
             self.object.write(data)
         except _WantRead:
             self._waiting.append(data)
-            if self._need_read is not None:
-                self._need_read()
+            if self.on_need_read is not None:
+                self.on_need_read()
             return self._outgoing.read()
         return self._outgoing.read()
 
@@ -178,8 +174,8 @@ class TLSSession:
             self.object.write(data)
         except _WantRead:
             self._waiting.append(data)
-            if self._need_read is not None:
-                self._need_read()
+            if self.on_need_read is not None:
+                self.on_need_read()
 
     def close_notify(self) -> bytes:
         """Our close_notify, as ciphertext to send (once; never waits for the peer's).

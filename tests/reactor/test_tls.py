@@ -336,13 +336,13 @@ def test_a_close_notify_and_a_bare_eof_both_read_as_eof_after_what_came_before(c
 def test_a_write_that_wants_a_read_is_kept_in_order_until_a_read_came(certs):
     """A server that writes before its handshake is done: TLS wants the peer's data first.
     Nothing watches writability for it (it would spin): the writes wait, in order, for a
-    read (``need_read`` asks for one), and go out through ``emit`` once TLS can make them."""
+    read (``on_need_read`` asks for one), and go out through ``on_output`` once TLS can make them."""
     from reactor.tlssession import TLSSession
 
     session, client = TLSSession(certs.server_context()), MemoryClient(certs.client_context())
     emitted: list[bytes] = []
     reads_asked: list[bool] = []
-    session.attach(emitted.append, lambda: reads_asked.append(True))
+    session.on_output, session.on_need_read = emitted.append, lambda: reads_asked.append(True)
     assert session.encrypt(b"one\n") == b"" and reads_asked  # kept: TLS waits for the ClientHello
     assert session.encrypt(b"two\n") == b""  # kept behind it, in order
     assert session.decrypt(client.step()) == b""  # the ClientHello: the server answers ...
