@@ -68,16 +68,16 @@ class Output:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def send(self, data: bytes) -> OSError | None:
-        """Queue ``data`` and send what the socket takes now; the socket's error, if it broke."""
-        if self._tls is not None:
+    def send(self, data: bytes, raw: bool = False) -> OSError | None:
+        """Queue ``data`` and send what the socket takes now; the socket's error, if it broke.
+
+        Over TLS ``data`` is encrypted first, unless ``raw`` (bytes for the
+        wire as they are: TLS's own, a close_notify).
+        """
+        if self._tls is not None and not raw:
             data = self._tls.encrypt(data)
             if not data:
                 return None  # TLS keeps it until the peer's data has come (see TLSSession.encrypt)
-        return self.send_raw(data)
-
-    def send_raw(self, data: bytes) -> OSError | None:
-        """``send``, not encrypted: bytes for the wire as they are (TLS's own, a close_notify)."""
         if self._queue:
             self._queue += data
             return self.flush()
@@ -148,7 +148,7 @@ class Output:
         tls = self._tls
         if tls is None or tls.closed:
             return False
-        if self.send_raw(tls.close_notify()) is not None:
+        if self.send(tls.close_notify(), raw=True) is not None:
             self._queue.clear()
             self._watch(False)
             return False

@@ -225,13 +225,15 @@ def test_a_large_reply_over_tls_arrives_whole_through_backpressure(places, certs
 
 
 @pytest.mark.timeout(30)
-def test_handle_request_without_a_reactor_shakes_hands_blocking(places, certs):
-    server = places.make_server("tcp4", UpperStream, ssl_context=certs.server_context())
+@pytest.mark.parametrize("handler", [Upper, UpperStream], ids=["framed", "classic"])
+def test_handle_request_without_a_reactor_shakes_hands_blocking(places, certs, handler):
+    server = places.make_server("tcp4", handler, ssl_context=certs.server_context())
     with server:
         def client() -> None:
             with tls_connect(server, certs.client_context()) as c:
                 c.sendall(b"once\n")
                 replies.append(read_lines(c, 1))
+                c.unwrap().close()  # the framed connection is served until its EOF
 
         replies: list[bytes] = []
         thread = threading.Thread(target=client)
@@ -385,3 +387,29 @@ def test_the_threading_and_forking_variants_take_ssl_context_too(places, certs, 
         client.sendall(b"variant\n")
         assert read_lines(client, 1) == b"VARIANT\n"
         client.unwrap().close()  # the EOF a forked child waits for (it holds a copy of this socket)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("name", family_params(["tcp4", "unix"]))
+def test_a_request_sent_with_the_clients_finished_is_answered(places, certs, name):
+    """TLS 1.3 lets a client send its first request in the same segment as
+    its Finished: the handshake's last read then holds the request too,
+    which no readiness will show again.  It is answered at once."""
+    server = places.make_server(name, Upper, ssl_context=certs.server_context())
+    client = MemoryClient(certs.client_context())
+    with ServingThread(server), socket.socket(server.address_family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(CLIENT_TIMEOUT)
+        sock.connect(server.server_address)
+        sock.sendall(client.step())  # ClientHello
+        finished = b""
+        while not finished:
+            finished = client.step(sock.recv(65536))  # the server's flight, until the client can finish
+        sock.sendall(finished + client.write(b"early\n"))  # one send, one segment
+        reply = b""
+        while not reply.endswith(b"\n"):
+            client.incoming.write(sock.recv(65536))
+            try:
+                reply += client.tls.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+        assert reply == b"EARLY\n"
