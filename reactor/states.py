@@ -36,6 +36,7 @@ class Kind(_FastHash):
 
 class State(_FastHash):
     ACCEPTED = "accepted"  # a connection came out of accept(), not yet dispatched
+    PROXYING = "proxying"  # PROXY protocol: the loop reads the proxy's header (back to ACCEPTED once read)
     HANDSHAKING = "handshaking"  # TLS: the handshake runs in the loop (back to ACCEPTED once secured)
     RECEIVED = "received"  # a datagram came out of recvfrom(), not yet dispatched
     READING = "reading"  # framed: waiting for the rest of a message
@@ -69,11 +70,13 @@ class Event(_FastHash):
     WAIT = "wait"  # every worker is busy: the request waits in the strategy's queue
     HANDSHAKE = "handshake"  # TLS: the server's handshake with the client begins
     SECURED = "secured"  # TLS: the handshake is done; the connection goes on as any other
+    PROXY = "proxy"  # PROXY protocol: the connection's header from its proxy is awaited
+    PROXIED = "proxied"  # PROXY protocol: the header is read; the record's peer is the real client
 
 
 S, E = State, Event
 
-_CONNECTION_LIVE = (S.ACCEPTED, S.HANDSHAKING, S.READING, S.READY, S.PROCESSING, S.WRITING, S.CLOSING)
+_CONNECTION_LIVE = (S.ACCEPTED, S.PROXYING, S.HANDSHAKING, S.READING, S.READY, S.PROCESSING, S.WRITING, S.CLOSING)
 
 # TLS (reactor/tls.py): the handshake, for a connection of either kind; one
 # that fails, times out or is cut short is aborted (-abort-> CLOSED).
@@ -81,6 +84,16 @@ _HANDSHAKE = {
     (S.ACCEPTED, E.HANDSHAKE): S.HANDSHAKING,
     (S.HANDSHAKING, E.SECURED): S.ACCEPTED,
     (S.HANDSHAKING, E.ABORT): S.CLOSED,
+}
+
+# PROXY protocol (reactor/proxy.py): the proxy's header first, for a
+# connection of either kind (before TLS: the header precedes the
+# ClientHello); one that is invalid, late, from an untrusted peer or cut
+# short is aborted (-abort-> CLOSED).
+_PROXY = {
+    (S.ACCEPTED, E.PROXY): S.PROXYING,
+    (S.PROXYING, E.PROXIED): S.ACCEPTED,
+    (S.PROXYING, E.ABORT): S.CLOSED,
 }
 
 #: The whole state machine: kind -> {(state, event): next state}.
@@ -95,8 +108,10 @@ TRANSITIONS: dict[Kind, dict[tuple[State, Event], State]] = {
         (S.PROCESSING, E.FINISH): S.CLOSED,
         (S.PROCESSING, E.ERROR): S.FAILED,
         **_HANDSHAKE,
+        **_PROXY,
     },
     Kind.CONNECTION: {
+        **_PROXY,
         **_HANDSHAKE,
         (S.ACCEPTED, E.START): S.READING,
         (S.ACCEPTED, E.REJECT): S.CLOSED,

@@ -12,7 +12,9 @@ with an id, and moves through the states of its kind:
     forked child    PROCESSING -> DONE                             (its peer is the pid)
 
 (over TLS a connection of either kind first goes ACCEPTED -> HANDSHAKING ->
-ACCEPTED, or -> CLOSED if the handshake fails: reactor/tls.py).  The
+ACCEPTED, or -> CLOSED if the handshake fails: reactor/tls.py; with the PROXY
+protocol, before that, ACCEPTED -> PROXYING -> ACCEPTED, or -> CLOSED:
+reactor/proxy.py).  The
 kinds, states, events and every allowed move are in ``reactor.states``.
 
 Rules (every one of them enforced here, nowhere else):
@@ -110,12 +112,14 @@ class Record:
     ``id`` is unique within its table and never reused.  ``bytes_in`` and
     ``bytes_out`` count the bytes the reactor itself moved for this request
     (a classic stream handler does its own I/O on its socket, so those stay
-    0 for it; a datagram's payload counts as ``bytes_in``).
+    0 for it; a datagram's payload counts as ``bytes_in``).  ``proxy_address``
+    is the address a connection came from when a PROXY header named its real
+    client, who is then ``peer`` (None without one; see ``RequestTable.readdress``).
     """
 
     __slots__ = (
         "id", "kind", "family", "peer", "state", "request",
-        "bytes_in", "bytes_out", "created", "changed", "quiet",
+        "bytes_in", "bytes_out", "created", "changed", "quiet", "proxy_address",
     )  # fmt: skip
 
     def __init__(self, id: int, kind: Kind, family: str, peer: Any, request: Any, now: float) -> None:
@@ -130,6 +134,7 @@ class Record:
         self.created = now
         self.changed = now
         self.quiet = False  # opened quiet with nobody watching: its moves are not reported
+        self.proxy_address: Any = None  # the proxy it came through (PROXY protocol), if any
 
     def __repr__(self) -> str:
         return f"<Record #{self.id} {self.family} {self.peer!r} {self.state.name}>"
@@ -245,6 +250,18 @@ class RequestTable:
             self._by_request.pop(id(record.request), None)
             self._by_request[id(request)] = record
             record.request = request
+
+    def readdress(self, record: Record, peer: Any) -> None:
+        """``record``'s client is ``peer``, as its proxy's PROXY header says; the address the
+        connection came from (the proxy's) is kept as ``record.proxy_address``.
+
+        ``peer`` None keeps the peer (a health check from the proxy itself):
+        the proxy's address is then both.
+        """
+        with self._lock:
+            record.proxy_address = record.peer
+            if peer is not None:
+                record.peer = peer
 
     def count(self, name: str, n: int = 1) -> int:
         """Add ``n`` to the counter ``name`` (created at 0); return its new value.

@@ -23,6 +23,13 @@ TLS = {
     (S.HANDSHAKING, E.ABORT): S.CLOSED,
 }
 
+#: The PROXY protocol's header, for a connection of either kind (reactor/proxy.py).
+PROXY = {
+    (S.ACCEPTED, E.PROXY): S.PROXYING,
+    (S.PROXYING, E.PROXIED): S.ACCEPTED,
+    (S.PROXYING, E.ABORT): S.CLOSED,
+}
+
 #: The machine as the module docstring and the Event comments document it.
 DOCUMENTED = {
     Kind.STREAM: {
@@ -35,8 +42,10 @@ DOCUMENTED = {
         (S.PROCESSING, E.FINISH): S.CLOSED,
         (S.PROCESSING, E.ERROR): S.FAILED,
         **TLS,
+        **PROXY,
     },
     Kind.CONNECTION: {
+        **PROXY,
         **TLS,
         (S.ACCEPTED, E.START): S.READING,
         (S.ACCEPTED, E.REJECT): S.CLOSED,
@@ -52,7 +61,7 @@ DOCUMENTED = {
         (S.CLOSING, E.FINISH): S.CLOSED,
         **{
             (state, E.ABORT): S.CLOSED
-            for state in (S.ACCEPTED, S.READING, S.READY, S.PROCESSING, S.WRITING, S.CLOSING)
+            for state in (S.ACCEPTED, S.PROXYING, S.READING, S.READY, S.PROCESSING, S.WRITING, S.CLOSING)
         },
         # A failure sends the replies made before it (CLOSING), then ends FAILED.
         **{(state, E.ERROR): S.CLOSING for state in (S.READING, S.READY, S.PROCESSING, S.WRITING)},
