@@ -20,7 +20,7 @@ __all__ = ["SECONDS", "check_seconds"]
 #: (0 for ``timeout``: handle_request() polls; for ``drain_timeout``: do not wait).
 SECONDS = {
     "idle_timeout": False, "request_timeout": False, "write_timeout": False, "handshake_timeout": False,
-    "drain_timeout": True, "timeout": True,
+    "proxy_timeout": False, "drain_timeout": True, "timeout": True,
 }  # fmt: skip
 
 

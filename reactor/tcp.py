@@ -5,7 +5,8 @@ here: ``UDPServer`` and the Unix servers only change the family, the
 socket type and how a request is taken.  What it adds to ``BaseServer`` is
 the socket: ``server_bind``, ``server_activate``, ``fileno``,
 ``get_request`` (``accept()``) and the closing of each connection; and,
-for stream servers, TLS (``ssl_context``; reactor/tls.py, docs/tls.md).
+for stream servers, TLS (``ssl_context``; reactor/tls.py, docs/tls.md) and
+the PROXY protocol (``proxy_protocol``; reactor/proxy.py, docs/proxy.md).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import ssl
 from typing import Any
 
 from .errors import UsageError
+from .proxy import PROXY_FROM, PROXY_TIMEOUT, ProxyReader, check_setting
 from .servers import BaseServer
 from .table import Record
 from .tls import HANDSHAKE_TIMEOUT, Handshake, accept_plain, context_of, send_close_notify
@@ -38,6 +40,12 @@ class TCPServer(BaseServer):
     with the server's certificate loaded; or a listener wrapped the stdlib's
     way after construction.  Each client's handshake runs in the loop,
     nonblocking, within ``handshake_timeout`` seconds (reactor/tls.py).
+
+    PROXY protocol: ``proxy_protocol`` (True: a v1 or v2 header; ``"v1"``,
+    ``"v2"``: that one only), accepted from the peers in ``proxy_from``
+    (CIDR strings or ``ipaddress`` networks; loopback by default; a Unix
+    socket's peer always), each header read in the loop within
+    ``proxy_timeout`` seconds, before TLS (reactor/proxy.py).
     """
 
     address_family = socket.AF_INET
@@ -49,6 +57,23 @@ class TCPServer(BaseServer):
     ssl_context: Any = None
     #: ... giving each client this many seconds to finish its handshake (None: no limit).
     handshake_timeout: float | None = HANDSHAKE_TIMEOUT
+    #: Read a PROXY header first on every connection: True (v1 or v2), "v1", "v2"; False: no.
+    proxy_protocol: Any = False
+    #: ... only from these peers (CIDR strings or ip_network objects; a Unix socket's peer always) ...
+    proxy_from: Any = PROXY_FROM
+    #: ... giving each this many seconds to send its whole header (None: no limit).
+    proxy_timeout: float | None = PROXY_TIMEOUT
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _PROXY_SETTINGS:  # a bad setting in a class body fails at once
+            if name in cls.__dict__:
+                check_setting(cls, name, cls.__dict__[name])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _PROXY_SETTINGS:
+            value = check_setting(self, name, value)
+        super().__setattr__(name, value)
 
     def __init__(
         self, server_address: Any, RequestHandlerClass: Any, bind_and_activate: bool = True, *, dispatch: Any = None,
@@ -62,6 +87,9 @@ class TCPServer(BaseServer):
         """
         BaseServer.__init__(self, server_address, RequestHandlerClass, dispatch=dispatch)
         self._handshakes: set[Handshake] = set()  # TLS handshakes under way
+        self._proxy_readers: set[ProxyReader] = set()  # PROXY headers awaited
+        for name in _PROXY_SETTINGS:  # set on the class since (or on a datagram server)?
+            check_setting(self, name, getattr(self, name))
         if ssl_context is not None:
             if self.socket_type != socket.SOCK_STREAM:
                 raise UsageError(f"{type(self).__name__} is not a stream server: TLS needs one (DTLS is not supported)")
@@ -114,6 +142,23 @@ class TCPServer(BaseServer):
         return accept_plain(self.socket)
 
     def _begin(self, request: Any, client_address: Any, record: Record, start: Any) -> None:
+        # The PROXY header first (it comes before anything else), then TLS, then the lifecycle.
+        if not self.proxy_protocol:
+            self._secure(request, client_address, record, start)
+            return
+        reactor = self._serving.reactor
+        if reactor is None:  # handle_request() with no reactor: a blocking read, within proxy_timeout
+            client_address = ProxyReader.blocking(self, request, client_address, record)
+            if client_address is not None:
+                self._secure(request, client_address, record, start)
+            return
+
+        def proxied(real_client: Any) -> None:
+            self._secure(request, real_client, record, start)
+
+        ProxyReader(self, request, client_address, record, reactor, proxied).start()
+
+    def _secure(self, request: Any, client_address: Any, record: Record, start: Any) -> None:
         # TLS: the handshake first, in the loop.  A classic handler's
         # lifecycle goes on with the secured SSLSocket (blocking again); a
         # framed connection's with the plain socket and its TLSSession.
@@ -139,8 +184,8 @@ class TCPServer(BaseServer):
                             lambda sock, client_address, record: start(sock, client_address, record, tls))  # fmt: skip
 
     def _detach(self, reactor: Any) -> None:
-        for handshake in tuple(self._handshakes):
-            handshake.abort("the server stopped serving")
+        for waiting in (*self._proxy_readers, *self._handshakes):
+            waiting.abort("the server stopped serving")
         super()._detach(reactor)
 
     def shutdown_request(self, request: Any) -> None:
@@ -159,6 +204,9 @@ class TCPServer(BaseServer):
         """Close the connection's socket."""
         self._end_request(request)
         request.close()
+
+
+_PROXY_SETTINGS = ("proxy_protocol", "proxy_from")
 
 
 def _is_ipv6_literal(address: Any) -> bool:
