@@ -45,6 +45,7 @@ from .dispatch import Inline, Strategy, ThreadPool
 from .errors import ReactorError, UsageError
 from .forking import Fork
 from .loop import Reactor
+from .proxy import add_serve_options, serve_settings
 from .stopper import Stopper
 from .tcp import TCPServer
 from .tls import HANDSHAKE_TIMEOUT, server_context
@@ -278,6 +279,7 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     tls.add_argument("--handshake-timeout", type=seconds, metavar="S", default=argparse.SUPPRESS,
                      help="seconds a client has to finish its TLS handshake "
                      f"(default {HANDSHAKE_TIMEOUT:g}; 'none': no limit)")
+    add_serve_options(p, seconds)  # --proxy-protocol, --proxy-from, --proxy-timeout (reactor/proxy.py)
     p.add_argument("--socket-mode", type=parse_socket_mode, default=None, metavar="MODE",
                    help="permission bits of every Unix socket file, in octal (660: owner and group may "
                    "connect), set before anyone can connect; default: as the umask makes them")
@@ -436,7 +438,8 @@ def serve(args: argparse.Namespace) -> int:
             raise UsageFailure("--socket-mode needs a --unix or --unix-dgram address")
         handler = load_handler(args.handler)
         context = tls_context(args, [kind for kind, _, _ in addresses])
-    except UsageFailure as exc:
+        proxy = serve_settings(args, [kind for kind, _, _ in addresses])
+    except (UsageFailure, UsageError) as exc:
         print(f"python -m reactor serve: error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(args.log_level, args.trace)
@@ -467,9 +470,12 @@ def serve(args: argparse.Namespace) -> int:
                         setattr(server, attribute, getattr(args, option))
                 if secure and "handshake_timeout" in args:
                     server.handshake_timeout = args.handshake_timeout
+                for attribute, value in (proxy if kind in ("tcp", "unix") else {}).items():
+                    setattr(server, attribute, value)
                 reactor.add_server(server)
             for server in servers:
                 tls = ", TLS" if getattr(server, "ssl_context", None) is not None else ""
+                tls += ", PROXY" if getattr(server, "proxy_protocol", False) else ""
                 label = f"{handler.__name__}, {_strategy_label(args.dispatch)}{tls}"
                 print(f"serving {server.request_table.name} ({label})")
             sys.stdout.flush()

@@ -30,6 +30,7 @@ most ``proxy_timeout`` seconds.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import logging
 import socket
@@ -40,7 +41,10 @@ from .errors import UsageError
 from .proxyheader import V1_MAX, InvalidHeader, ProxyHeader, expected_length, parse
 from .table import Event
 
-__all__ = ["ProxyReader", "PROXY_TIMEOUT", "PROXY_FROM", "check_mode", "check_networks", "check_setting", "trusted"]
+__all__ = [
+    "ProxyReader", "Intake", "PROXY_TIMEOUT", "PROXY_FROM", "check_mode", "check_networks", "check_setting", "trusted",
+    "add_serve_options", "serve_settings",
+]  # fmt: skip
 
 log = logging.getLogger("reactor")
 
@@ -329,3 +333,48 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, InvalidHeader):
         return f"invalid PROXY header: {exc}"
     return f"the connection failed before its PROXY header was whole: {exc.strerror or exc}"  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------- the command line
+
+
+def add_serve_options(parser: Any, seconds: Callable[[str], Any]) -> None:
+    """``--proxy-protocol [v1|v2]``, ``--proxy-from CIDR,...`` and ``--proxy-timeout S``
+    for ``python -m reactor serve`` (``seconds``: its argparse type for seconds)."""
+    group = parser.add_argument_group("PROXY protocol (on every --tcp and --unix server; datagram servers take none)")
+    group.add_argument("--proxy-protocol", nargs="?", const=True, default=False, type=_version_option,
+                       metavar="v1|v2", help="read a PROXY header (v1 or v2; given one, only that one) first on "
+                       "every connection: handlers see the client the proxy names")  # fmt: skip
+    group.add_argument("--proxy-from", metavar="CIDR,...", default=None,
+                       help="the proxies a header is accepted from (default " + ",".join(PROXY_FROM) + "; a Unix "
+                       "socket's peer always is); any other peer is closed")  # fmt: skip
+    group.add_argument("--proxy-timeout", type=seconds, metavar="S", default=argparse.SUPPRESS,
+                       help=f"seconds a proxy has to send its whole header (default {PROXY_TIMEOUT:g}; 'none': no limit)")
+
+
+def serve_settings(args: Any, kinds: list[str]) -> dict[str, Any]:
+    """The PROXY attributes ``serve`` sets on each stream server ({} without ``--proxy-protocol``).
+
+    Raises UsageError for a bad ``--proxy-from``, for ``--proxy-from`` or
+    ``--proxy-timeout`` without ``--proxy-protocol``, and for
+    ``--proxy-protocol`` without a stream address.
+    """
+    if not args.proxy_protocol:
+        for option, given in (("--proxy-from", args.proxy_from is not None), ("--proxy-timeout", "proxy_timeout" in args)):
+            if given:
+                raise UsageError(f"{option} needs --proxy-protocol")
+        return {}
+    if not any(kind in ("tcp", "unix") for kind in kinds):
+        raise UsageError("--proxy-protocol needs a --tcp or --unix address (a datagram server takes no PROXY header)")
+    settings: dict[str, Any] = {"proxy_protocol": args.proxy_protocol}
+    if args.proxy_from is not None:
+        settings["proxy_from"] = check_networks("--proxy-from", args.proxy_from.split(","))
+    if "proxy_timeout" in args:
+        settings["proxy_timeout"] = args.proxy_timeout
+    return settings
+
+
+def _version_option(text: str) -> str:
+    if text not in ("v1", "v2"):
+        raise argparse.ArgumentTypeError(f"expected v1 or v2 (or no value: both), not {text!r}")
+    return text
