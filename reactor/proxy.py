@@ -46,8 +46,6 @@ __all__ = [
     "add_serve_options", "serve_settings",
 ]  # fmt: skip
 
-log = logging.getLogger("reactor")
-
 #: Default ``proxy_timeout``: seconds a proxy has, from ``accept()``, to send its whole header.
 PROXY_TIMEOUT = 10.0
 #: Default ``proxy_from``: the peers a header is accepted from (a Unix socket's peer always is).

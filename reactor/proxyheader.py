@@ -100,11 +100,11 @@ def parse(data: bytes | bytearray | memoryview, versions: tuple[int, ...] = VERS
     if not data:
         return None
     if data[0] == V2_SIGNATURE[0]:
-        if 2 not in versions:
+        if 2 not in versions and V2_SIGNATURE.startswith(data[:12]):
             raise InvalidHeader("a v2 header, and only v1 is accepted")
         return _parse_v2(data)
     if data[0] == _V1_START[0]:
-        if 1 not in versions:
+        if 1 not in versions and _V1_START.startswith(data[: len(_V1_START)]):
             raise InvalidHeader("a v1 header, and only v2 is accepted")
         return _parse_v1(data)
     raise InvalidHeader(f"not a PROXY header: it starts with {data[:8]!r}")

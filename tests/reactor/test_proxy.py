@@ -242,6 +242,9 @@ def test_a_version_not_accepted_is_refused():
         parse(V2_TCP4[:1], (1,))
     with pytest.raises(InvalidHeader, match="only v2"):
         parse(b"P", (2,))
+    for data, versions in ((b"\r\n\r\nhello", (1,)), (b"PRAXIS", (2,))):  # not a header of either version
+        with pytest.raises(InvalidHeader, match="not a PROXY header"):
+            parse(data, versions)
 
 
 @pytest.mark.timeout(30)
