@@ -19,7 +19,9 @@ The layout, step by step:
 3. Edges between neighbouring rows are straight.  The others run in vertical
    lanes outside the boxes (forward edges on the left, back edges on the
    right, shorter edges inside), and edges meeting one side of a box are
-   spread along it in the order that keeps them from crossing.  A self-loop
+   spread along it in the order that keeps them from crossing.  A box with
+   neighbours on both sides (a row of three) meets its lane edges on its
+   top or bottom instead, so that no edge runs behind another box.  A self-loop
    is a curl on a free side; parallel edges are one arrow naming each event.
 """
 
@@ -151,6 +153,16 @@ def layout(kind: Kind):
             step = widest / 2 + 14 + lane_of[(u, v)] * (widest + 10)
             lane_x[(u, v)] = left - step if side == "left" else right + step
 
+    # A lane edge leaves (or reaches) a box by its side when no box of its row is in the
+    # way; a box between two others (a row of three) uses its bottom or top instead, and
+    # the edge runs to its lane just outside the row, never behind a neighbour.
+    exits: dict[tuple, str] = {}
+    for side, group in laned.items():
+        for u, v, _ in group:
+            for node, other in ((u, v), (v, u)):
+                below = row_of[other] > row_of[node]
+                exits[(node, (u, v))] = side if outermost(node, side) else "bottom" if below else "top"
+
     # Ports: where edges meet each side of a box, spread so that they do not cross.
     ports: dict[tuple, list] = {}
     for u, v, _ in straight:
@@ -161,6 +173,9 @@ def layout(kind: Kind):
         for u, v, _ in group:
             k = lane_of[(u, v)]
             for node, other in ((u, v), (v, u)):
+                if exits[(node, (u, v))] != side:  # by the top or bottom: ordered by where its lane is
+                    ports.setdefault((node, exits[(node, (u, v))]), []).append(((lane_x[(u, v)], -1), (u, v)))
+                    continue
                 # Top to bottom: edges whose lane runs up from here, outer lanes lower; then
                 # those whose lane runs down, outer lanes higher.  No stub crosses a lane.
                 key = (0, k) if row_of[other] < row_of[node] else (1, -k)
@@ -177,12 +192,12 @@ def layout(kind: Kind):
                 point = (x + (BOX_W / 2 if side == "right" else -BOX_W / 2), y - BOX_H / 2 + BOX_H * f)
             at[(node, edge)] = point
     loop_side = {u: "left" if (u, "right") in ports and (u, "left") not in ports else "right" for u, _ in loops}
-    return rows, pos, straight, loops, laned, lane_x, at, loop_side
+    return rows, pos, straight, loops, laned, lane_x, at, loop_side, exits
 
 
 def render(kind: Kind) -> str:
     """The SVG document for one kind, as text."""
-    rows, pos, straight, loops, laned, lane_x, at, loop_side = layout(kind)
+    rows, pos, straight, loops, laned, lane_x, at, loop_side, exits = layout(kind)
     body: list[str] = []
     xs: list[float] = [x + d for x, _ in pos.values() for d in (-BOX_W / 2, BOX_W / 2)]
 
@@ -207,6 +222,15 @@ def render(kind: Kind) -> str:
     for side, group in laned.items():
         for u, v, events in group:
             (x1, y1), (x2, y2), lx = at[(u, (u, v))], at[(v, (u, v))], lane_x[(u, v)]
+            if exits[(u, (u, v))] != side or exits[(v, (u, v))] != side:  # by a top or bottom: square corners
+                stub = {"bottom": 12, "top": -12}  # out of the row, to run to the lane
+                way_u, way_v = exits[(u, (u, v))], exits[(v, (u, v))]
+                out = [(x1, y1)] if way_u == side else [(x1, y1), (x1, y1 + stub[way_u])]
+                into = [(x2, y2)] if way_v == side else [(x2, y2 + stub[way_v]), (x2, y2)]
+                points = [*out, (lx, out[-1][1]), (lx, into[0][1]), *into]
+                body.append(f'<path d="M{" L".join(f"{num(x)},{num(y)}" for x, y in points)}" {arrow}/>')
+                label(lx, (out[-1][1] + into[0][1]) / 2, [e.name.lower() for e in events])
+                continue
             r = 8 if lx < x1 else -8  # rounded corners, turned the right way
             dy = 8 if y2 > y1 else -8
             body.append(
