@@ -44,10 +44,11 @@ bench-tools:
 # Independent clients the tests talk to (socat for every family, redis-cli
 # and redis-benchmark for the RESP example, openssl to make the TLS tests'
 # throw-away certificates and as a TLS client (s_client), curl as an HTTPS
-# client), installed from Debian's packages when missing.  If that is
-# impossible the tests that need them skip, saying so.
+# client), and systemd-socket-activate (from systemd) to start the serve
+# command by socket activation, installed from Debian's packages when
+# missing.  If that is impossible the tests that need them skip, saying so.
 tools:
-	$(call apt_install,socat redis-cli redis-benchmark openssl curl,socat redis-tools openssl curl,the tests that need them will skip)
+	$(call apt_install,socat redis-cli redis-benchmark openssl curl systemd-socket-activate,socat redis-tools openssl curl systemd,the tests that need them will skip)
 
 # $(call apt_install,COMMANDS,PACKAGES,WITHOUT): unless every one of COMMANDS
 # is on the PATH (a word with a slash: a file that must exist, such as a

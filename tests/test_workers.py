@@ -71,7 +71,15 @@ def line(sock: socket.socket) -> bytes:
 
 
 def gone(pids: Any) -> bool:
-    return not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+    """No process left with any of these pids (a zombie, exited but not yet reaped by its parent, counts as gone)."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    return False
+        except OSError:
+            pass
+    return True
 
 
 class Supervisor(Command):
@@ -201,6 +209,24 @@ def test_sigterm_lets_a_taken_request_finish_then_exits_0_with_nothing_left(plac
         assert not os.path.exists(path + ".lock")
     finally:
         command.close()
+
+
+@pytest.mark.timeout(30)
+def test_workers_stop_when_their_supervisor_is_killed(places, modules):
+    path = places.path()
+    command = Supervisor(modules, "--tcp", "127.0.0.1:0", "--unix", path)
+    try:
+        command.serving(2)
+        workers = command.workers()
+        command.proc.kill()  # no chance to stop them: each sees its lifeline pipe close
+        command.proc.wait()
+        wait_for(lambda: gone(workers), 5, "orphaned workers to stop")
+        assert command.stderr().count("the supervisor is gone; stopping") == 2
+    finally:
+        command.close()
+        for leftover in (path, path + ".lock"):  # the supervisor's to remove, and it was killed
+            if os.path.exists(leftover):
+                os.unlink(leftover)
 
 
 @pytest.mark.timeout(30)
