@@ -140,13 +140,15 @@ class Workers:
 
         0 after a graceful stop; 1 if workers kept dying at start; 128 + N
         after a second signal N.  Raises ``UsageError`` if called off the
-        main thread, or if a worker could not make its servers
+        main thread or a second time, or if a worker could not make its servers
         (``reuse_port``) before any worker served; what ``make_servers()``
         raises in the supervisor propagates.  Every worker is reaped and
         every server closed before it returns or raises.
         """
         if threading.current_thread() is not threading.main_thread():
             raise UsageError("Workers.run() must be called from the main thread (it handles signals)")
+        if self._wakeup is not None or self.counters["started"]:
+            raise UsageError("Workers.run() runs once: make a new Workers to start again")
         if threading.active_count() > 1:
             log.warning("Workers.run(): %d threads are running; a forked worker gets only this one",
                         threading.active_count())  # fmt: skip

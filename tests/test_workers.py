@@ -211,6 +211,29 @@ def test_sigterm_lets_a_taken_request_finish_then_exits_0_with_nothing_left(plac
         command.close()
 
 
+@pytest.mark.timeout(40)
+def test_workers_serve_tls_with_the_supervisor_s_context(places, modules, certs):
+    from tls_support import read_lines, tls_connect
+
+    path = places.path()
+    command = Supervisor(modules, "--tcp", "127.0.0.1:0", "--unix", path, "--tls-cert", certs.server_cert,
+                         "--tls-key", certs.server_key, "--dispatch", "thread:2")  # fmt: skip
+    try:
+        lines = [command.proc.stdout.readline() for _ in range(2)]
+        assert all(line.endswith(" (Pid, thread:2, TLS, 2 workers)\n") for line in lines), lines
+        host, port = lines[0].split()[2].rsplit(":", 1)
+        workers = command.workers()
+        for family, address in (("tcp4", (host, int(port))), ("unix", path)):
+            where = type("Where", (), {"address_family": socket.AF_UNIX if family == "unix" else socket.AF_INET,
+                                       "server_address": address})  # fmt: skip
+            with tls_connect(where, certs.client_context()) as client:
+                client.sendall(b"who?\n")
+                assert int(read_lines(client, 1)) in workers
+        command.stop_and_check(workers, [path])
+    finally:
+        command.close()
+
+
 @pytest.mark.timeout(30)
 def test_workers_stop_when_their_supervisor_is_killed(places, modules):
     path = places.path()
@@ -379,3 +402,37 @@ def test_the_python_api_gives_up_when_every_worker_crashes_at_start(places, tmp_
     assert result.stdout == "counters 5 5\n"
     assert result.stderr.count("RuntimeError: this worker cannot start") == 5  # each worker's traceback
     assert not os.path.exists(path)  # the supervisor's socket file, removed as it ends
+
+
+@pytest.mark.timeout(10)
+def test_workers_refuses_nonsense_before_forking_anything():
+    import threading
+
+    import reactor
+
+    for kwargs, error in [
+        ({"count": 0}, "count must be a whole number of at least 1, not 0"),
+        ({"count": True}, "count must be a whole number"),
+        ({"count": 2, "max_quick_failures": 0}, "max_quick_failures must be a whole number of at least 1"),
+        ({"count": 2, "backoff": float("nan")}, "backoff must be a finite number of seconds"),
+        ({"count": 2, "drain_timeout": -1}, "drain_timeout must be a finite number of seconds, 0 or more"),
+    ]:
+        with pytest.raises(reactor.UsageError, match=error):
+            reactor.Workers(list, **kwargs)
+    with pytest.raises(reactor.UsageError, match="make_servers must be a callable"):
+        reactor.Workers([], 2)
+    made: list[Any] = []
+    failures: list[BaseException] = []
+
+    def off_the_main_thread() -> None:
+        try:
+            reactor.Workers(lambda: made.append(1) or [], 2).run()
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=off_the_main_thread)
+    thread.start()
+    thread.join(CLIENT_TIMEOUT)
+    assert isinstance(failures[0], reactor.UsageError) and "main thread" in str(failures[0])
+    assert made == []  # refused before it made anything
+
