@@ -5,7 +5,8 @@ What the command does, in order:
 1. parse and check everything it was given (addresses, the handler, the
    dispatch strategy, the bounds, the TLS files) before opening anything;
 2. create ONE ``Reactor``, then one server per address, each with its own
-   dispatch strategy instance and the bounds set as instance attributes;
+   dispatch strategy instance and the bounds set as instance attributes
+   (``reactor.build.ServerMaker``);
 3. print one ``serving <family> <address> (<Handler>, <strategy>)`` line per
    server on stdout (port 0 shows the port the kernel chose), then run the
    reactor until SIGINT or SIGTERM;
@@ -17,7 +18,8 @@ Exit statuses: 0 after a signal, 2 for a usage error (a bad address, a
 handler that cannot be imported, a TLS file that cannot be used, a bind
 failure), each reported as one line on stderr after whatever was already
 opened has been closed; 128 + the signal's number (130, 143) when a
-second signal ended it at once.
+second signal ended it at once; 1 for an unexpected error, or when
+``--workers`` kept dying at start.
 
 With no address option, it serves the sockets passed by socket activation
 (``LISTEN_FDS``, reactor/activation.py).  With ``--workers N`` the servers

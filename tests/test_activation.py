@@ -24,7 +24,7 @@ from conftest import CLIENT_TIMEOUT, FAMILIES, ServingThread, client_exchange, f
 
 import reactor
 from handlers.echo import LineEcho
-from reactor.activation import listen_fds, server_class_for, server_on
+from reactor.activation import server_class_for, server_on
 
 # ------------------------------------------------------------ from_socket
 
