@@ -44,11 +44,14 @@ bench-tools:
 # Independent clients the tests talk to (socat for every family, redis-cli
 # and redis-benchmark for the RESP example, openssl to make the TLS tests'
 # throw-away certificates and as a TLS client (s_client), curl as an HTTPS
-# client, haproxy as a real PROXY protocol sender and load balancer),
-# installed from Debian's packages when missing.  If that is impossible the
-# tests that need them skip, saying so.
+# client, haproxy as a real PROXY protocol sender and load balancer), and
+# systemd-socket-activate (from systemd) to start the serve command by
+# socket activation, installed from Debian's packages when missing (systemd
+# on its own: a machine that has it is not upgraded for the others).  If
+# that is impossible the tests that need them skip, saying so.
 tools:
 	$(call apt_install,socat redis-cli redis-benchmark openssl curl haproxy,socat redis-tools openssl curl haproxy,the tests that need them will skip)
+	$(call apt_install,systemd-socket-activate,systemd,the socket activation tests will skip)
 
 # $(call apt_install,COMMANDS,PACKAGES,WITHOUT): unless every one of COMMANDS
 # is on the PATH (a word with a slash: a file that must exist, such as a

@@ -10,6 +10,9 @@ module is here with the same meaning.  On top of them:
   server deaf;
 * ``RequestTable``, ``Record``, ``State``, ``Event``, ``Kind``: the explicit
   table of requests in flight that every server keeps (``server.request_table``);
+* ``Workers``: worker processes under a supervisor that restarts and
+  reloads them; ``reactor.activation``: servers on sockets passed by
+  systemd (``TCPServer.from_socket`` for any socket handed over);
 * the exceptions in ``reactor.errors``.
 """
 
@@ -41,6 +44,7 @@ from .servers import BaseServer
 from .tcp import TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer
 from .table import Event, Kind, Record, RequestTable, State
+from .workers import Workers
 
 # A library logs; the application decides where logs go.  Without this,
 # Python's last-resort handler would print our ERROR records to stderr a
@@ -95,6 +99,7 @@ __all__ = SOCKETSERVER_NAMES + [
     "State",
     "Event",
     "Kind",
+    "Workers",
     "ReactorError",
     "UsageError",
     "TransitionError",

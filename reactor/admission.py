@@ -133,6 +133,7 @@ class Admission:
         self.server = server
         self.reactor = reactor
         self.state = Admit.OPEN
+        self.taking = True  # False for good after stop_taking()
         self._waiting: deque[tuple[Any, bytes]] = deque()  # (framed connection, READY message)
         self._delay = 0.0
         self._timer: Any = None
@@ -156,8 +157,8 @@ class Admission:
         server, dispatch = self.server, self.server.dispatch
         for _ in range(PER_WAKEUP):
             reactor = self.reactor
-            if server._serving.requested or reactor.stopping or self.state is not A.OPEN:
-                return  # shutdown(), or the reactor's stop(): checked before every request
+            if server._serving.requested or reactor.stopping or self.state is not A.OPEN or not self.taking:
+                return  # shutdown(), the reactor's stop(), stop_taking(): checked before every request
             if not dispatch.inline and dispatch.saturated():
                 self.server.request_table.count("dispatch_full")
                 log.info("%s: every worker busy and the queue full: not taking requests", server.request_table.name)
@@ -280,10 +281,25 @@ class Admission:
         self.state = new
         reactor = self.reactor
         if new is A.OPEN:
-            if not reactor.closed and self.server.fileno() != -1:
+            if self.taking and not reactor.closed and self.server.fileno() != -1:
                 reactor.add_reader(self.server, self.on_readable)
         elif old is A.OPEN and not reactor.closed:
             reactor.remove_reader(self.server)
+
+    def stop_taking(self) -> None:
+        """Take no new request from now on, for good: a graceful stop that lets what was taken finish.
+
+        The socket leaves the selector and never comes back; connections
+        already accepted carry on, and framed messages waiting for room in
+        the strategy are still dispatched.  ``close()`` does the rest when
+        the server leaves its reactor.  (A worker process stops this way:
+        reactor/worker.py.)
+        """
+        if not self.taking:
+            return
+        self.taking = False
+        if self.state is A.OPEN and not self.reactor.closed:
+            self.reactor.remove_reader(self.server)
 
     def close(self) -> None:
         """The server leaves its reactor: unwatch, drop the waiting, the timer and the reserve."""

@@ -5,7 +5,8 @@ What the command does, in order:
 1. parse and check everything it was given (addresses, the handler, the
    dispatch strategy, the bounds, the TLS files) before opening anything;
 2. create ONE ``Reactor``, then one server per address, each with its own
-   dispatch strategy instance and the bounds set as instance attributes;
+   dispatch strategy instance and the bounds set as instance attributes
+   (``reactor.build.ServerMaker``);
 3. print one ``serving <family> <address> (<Handler>, <strategy>)`` line per
    server on stdout (port 0 shows the port the kernel chose), then run the
    reactor until SIGINT or SIGTERM;
@@ -17,7 +18,15 @@ Exit statuses: 0 after a signal, 2 for a usage error (a bad address, a
 handler that cannot be imported, a TLS file that cannot be used, a bind
 failure), each reported as one line on stderr after whatever was already
 opened has been closed; 128 + the signal's number (130, 143) when a
-second signal ended it at once.
+second signal ended it at once; 1 for an unexpected error, or when
+``--workers`` kept dying at start.
+
+With no address option, it serves the sockets passed by socket activation
+(``LISTEN_FDS``, reactor/activation.py).  With ``--workers N`` the servers
+are made once, before N worker processes are forked to serve them
+(``--reuse-port``: each worker makes its own), and this process becomes
+their supervisor (reactor/workers.py); the ``serving`` lines come once
+every worker serves.
 
 The first signal only calls ``reactor.stop()``: it sets a flag and writes
 one byte to the reactor's wakeup socketpair, which is safe in a handler;
@@ -29,27 +38,23 @@ the loop's thread; every server is still closed (see ``Stopper``).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import math
-import socket
 import sys
-import time
 from typing import Any, Callable
 
 from handlers import BaseRequestHandler
 
-from .admission import DEFAULT_MAX_CONNECTIONS, descriptor_budget
-from .datagram import UDPServer
-from .dispatch import Inline, Strategy, ThreadPool
-from .errors import ReactorError, UsageError
-from .forking import Fork
+from .activation import listen_fds
+from .build import FAMILIES, ServerMaker, UsageFailure, fit_max_connections, kinds_of, tls_context
+from .errors import UsageError
 from .loop import Reactor
 from .proxy import add_serve_options, serve_settings
-from .stopper import Stopper
-from .tcp import TCPServer
-from .tls import HANDSHAKE_TIMEOUT, server_context
-from .unix import UnixDatagramServer, UnixStreamServer
+from .stopper import Stopper, close_servers
+from .tls import HANDSHAKE_TIMEOUT
+from .workers import Workers
 
 __all__ = ["add_serve_parser", "serve", "parse_address", "parse_socket_mode", "load_handler", "close_servers", "UsageFailure"]
 
@@ -62,38 +67,6 @@ LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 #: Seconds running requests have, after the first signal, to finish (``--drain-timeout``).
 DEFAULT_DRAIN_TIMEOUT = 10.0
-
-
-class ReusableTCPServer(TCPServer):
-    """TCPServer with SO_REUSEADDR, so a restart does not wait out TIME_WAIT.
-
-    On Linux this never lets two listeners share a port; it is what most
-    servers do.  UDP keeps it off (see ``UDPServer``: it lets others steal datagrams).
-    """
-
-    allow_reuse_address = True
-
-
-#: option name -> (server class, does the address have a port?)
-FAMILIES: dict[str, tuple[type, bool]] = {
-    "tcp": (ReusableTCPServer, True),
-    "udp": (UDPServer, True),
-    "unix": (UnixStreamServer, False),
-    "unix-dgram": (UnixDatagramServer, False),
-}
-
-# Bounds: option dest -> server attribute.  Only the options given are set.
-BOUNDS = {
-    "max_connections": "max_connections",
-    "max_message_size": "max_message_size",
-    "idle_timeout": "idle_timeout",
-    "request_timeout": "request_timeout",
-    "write_timeout": "write_timeout",
-}
-
-
-class UsageFailure(Exception):
-    """Something the user gave cannot work; ``str()`` is the one line to print."""
 
 
 # ------------------------------------------------------------ parsing
@@ -141,16 +114,6 @@ def parse_socket_mode(text: str) -> int:
     return int(digits, 8)
 
 
-def make_strategy(spec: tuple[str, int]) -> Strategy:
-    """A new strategy instance for one server."""
-    name, count = spec
-    if name == "thread":
-        return ThreadPool(count)
-    if name == "fork":
-        return Fork(count)
-    return Inline()
-
-
 def _number(cast: Callable[[str], Any], what: str, zero: bool = False) -> Callable[[str], Any]:
     """An argparse type: a finite positive ``cast`` number (``zero``: or 0), or ``none`` for no limit."""
     least = "of 0 or more" if zero else "greater than 0"
@@ -167,6 +130,13 @@ def _number(cast: Callable[[str], Any], what: str, zero: bool = False) -> Callab
         return value
 
     return convert
+
+
+def _worker_count(text: str) -> int:
+    """``--workers``: a whole number of at least 1; an argparse type."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return int(text)
 
 
 def _is_handler_class(cls: type) -> bool:
@@ -220,6 +190,8 @@ examples:
   python -m reactor serve handlers.echo:Upper --tcp [::1]:9000 --unix /tmp/upper.sock --dispatch thread:4
   python -m reactor serve mymodule:MyHandler --tcp 0.0.0.0:0 --trace
   python -m reactor serve handlers.echo:LineEcho --tcp 127.0.0.1:9443 --tls-cert cert.pem --tls-key key.pem
+  python -m reactor serve handlers.echo:LineEcho --tcp 0.0.0.0:9000 --workers 4 --dispatch thread:8
+  systemd-socket-activate -l 9000 python -m reactor serve handlers.echo:LineEcho
 
 then, from another terminal:  printf 'hello\\n' | nc -q1 127.0.0.1 9000
 Port 0 lets the kernel choose: the "serving" lines on stdout show the real address.
@@ -242,7 +214,8 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("handler", metavar="MODULE:CLASS",
                    help="the handler class to serve, e.g. handlers.echo:LineEcho (imported with importlib)")
-    where = p.add_argument_group("addresses (each may repeat; at least one is required)")
+    where = p.add_argument_group("addresses (each may repeat; at least one is required, unless the command is started "
+                                 "by socket activation: it then serves the sockets passed to it)")
     for kind, metavar, text in [
         ("tcp", "HOST:PORT", "a TCP server; IPv6 as [::1]:PORT; port 0 picks a free port"),
         ("udp", "HOST:PORT", "a UDP server (each datagram is one request)"),
@@ -280,6 +253,13 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                      help="seconds a client has to finish its TLS handshake "
                      f"(default {HANDSHAKE_TIMEOUT:g}; 'none': no limit)")
     add_serve_options(p, seconds)  # --proxy-protocol, --proxy-from, --proxy-timeout (reactor/proxy.py)
+    procs = p.add_argument_group("worker processes (docs/workers.md)")
+    procs.add_argument("--workers", type=_worker_count, default=None, metavar="N",
+                       help="N worker processes, each with its own reactor, serving the same sockets; the supervisor "
+                       "restarts one that dies, SIGHUP replaces them one at a time")
+    procs.add_argument("--reuse-port", action="store_true",
+                       help="with --workers: a socket of its own per worker (SO_REUSEPORT; --tcp and --udp with a "
+                       "fixed port), the kernel spreading clients between them")
     p.add_argument("--socket-mode", type=parse_socket_mode, default=None, metavar="MODE",
                    help="permission bits of every Unix socket file, in octal (660: owner and group may "
                    "connect), set before anyone can connect; default: as the umask makes them")
@@ -302,148 +282,48 @@ def _name_the_thread(record: logging.LogRecord) -> bool:
     return True
 
 
-def _setup_logging(level: str, tracing: bool) -> None:
+def _setup_logging(level: str, tracing: bool, processes: bool = False) -> None:
+    pid = "[%(process)d]" if processes else ""  # with --workers: which process says it
     logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s")
     if tracing:
         trace = logging.getLogger("reactor.trace")
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("trace: %(where)s%(message)s"))
+        handler.setFormatter(logging.Formatter(f"trace{pid}: %(where)s%(message)s"))
         handler.addFilter(_name_the_thread)
         trace.addHandler(handler)
         trace.setLevel(logging.DEBUG)
         trace.propagate = False  # the root handler would print each line a second time
 
 
-def raise_descriptor_limit() -> tuple[int, int]:
-    """Raise RLIMIT_NOFILE's soft limit to the hard limit, as servers commonly do at start.
-
-    Returns ``(before, now)``; -1 stands for "unlimited".  A limit that
-    cannot be raised stays as it was (logged at DEBUG).
-    """
-    try:
-        import resource
-    except ImportError:  # not POSIX
-        return -1, -1
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == hard:
-        return soft, soft
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError) as exc:
-        log.debug("cannot raise the descriptor limit from %d to %d: %s", soft, target, exc)
-        return soft, soft
-    return soft, target
-
-
-def fit_max_connections(args: argparse.Namespace, kinds: list[str]) -> int | None:
-    """Raise the descriptor limit; the ``max_connections`` for each stream server, logged at INFO.
-
-    Unless ``--max-connections`` was given, the library's default is
-    shared out between the stream servers so that together they stay
-    within the descriptor limit (less a reserve, and two descriptors per
-    possible child with ``--dispatch fork``); returns None to keep what
-    was given (a WARNING says if it is more than the limit allows).
-    """
-    before, now = raise_descriptor_limit()
-    budget = descriptor_budget(now) if now != -1 else None
-    streams = sum(1 for kind in kinds if kind in ("tcp", "unix"))
-    if budget is not None and args.dispatch[0] == "fork":
-        budget = max(1, budget - 2 * args.dispatch[1] * len(kinds))  # a pidfd and a pipe per child
-    chosen = None
-    if hasattr(args, "max_connections"):
-        told = args.max_connections
-        if budget is not None and streams and (told is None or told * streams > budget):
-            log.warning("--max-connections %s on %d stream server(s) is more than the descriptor limit allows "
-                        "(about %d connections): past that, accept() fails and backs off", told or "none", streams,
-                        budget)  # fmt: skip
-        figure = "none" if told is None else str(told)
-    elif budget is not None and streams:
-        chosen = max(1, min(DEFAULT_MAX_CONNECTIONS, budget // streams))
-        figure = str(chosen) + (f" per stream server ({streams})" if streams > 1 else "")
-    else:
-        figure = str(DEFAULT_MAX_CONNECTIONS)
-    raised = f" (raised from {before})" if now != before else ""
-    log.info("descriptor limit %s%s; max_connections %s", "unlimited" if now == -1 else now, raised, figure)
-    return chosen
-
-
-def tls_context(args: argparse.Namespace, kinds: list[str]) -> Any:
-    """The ``ssl.SSLContext`` the TLS options ask for (reactor.tls.server_context), or None without them."""
-    cert, key, ca = args.tls_cert, args.tls_key, args.tls_ca
-    if cert is None and key is None:
-        for option, given in (("--tls-ca", ca is not None), ("--handshake-timeout", "handshake_timeout" in args)):
-            if given:
-                raise UsageFailure(f"{option} needs --tls-cert and --tls-key")
-        return None
-    if cert is None or key is None:
-        raise UsageFailure(f"--tls-cert and --tls-key go together: --tls-{'key' if key is None else 'cert'} is missing")
-    if not any(kind in ("tcp", "unix") for kind in kinds):
-        raise UsageFailure("TLS needs a --tcp or --unix address (datagram servers have no TLS: no DTLS)")
-    try:
-        return server_context(cert, key, ca)
-    except UsageError as exc:
-        raise UsageFailure(str(exc)) from None
-
-
-def _strategy_label(spec: tuple[str, int]) -> str:
-    return spec[0] if spec[0] == "inline" else f"{spec[0]}:{spec[1]}"
-
-
-def close_servers(servers: list[Any], reactor: Reactor | None = None, *, deadline: float | None = None,
-                  hurry: bool = False) -> None:  # fmt: skip
-    """``server_close()`` every server, in order, whatever one raises; then close ``reactor``.
-
-    ``deadline``: a ``time.monotonic()`` time by which running requests
-    must end; each server's ``drain_timeout`` becomes the time left (None:
-    each keeps its own).  With ``hurry``, and for every server still to
-    close once a ``server_close()`` raised KeyboardInterrupt or
-    SystemExit, ``drain_timeout`` is 0: what still runs is ended at once.
-    The first exception is re-raised when everything is closed; any later
-    one is logged.
-    """
-    error: BaseException | None = None
-    for server in servers:
-        try:
-            if hurry or (error is not None and not isinstance(error, Exception)):
-                server.drain_timeout = 0
-            elif deadline is not None:
-                server.drain_timeout = max(0.0, deadline - time.monotonic())
-            server.server_close()
-        except BaseException as exc:
-            if error is None:
-                error = exc
-            else:
-                log.error("%r: server_close() failed as well", server, exc_info=exc)
-    if reactor is not None:
-        try:
-            reactor.close()
-        except BaseException as exc:
-            if error is None:
-                error = exc
-            else:
-                log.error("%r: close() failed as well", reactor, exc_info=exc)
-    if error is not None:
-        raise error
-
-
 def serve(args: argparse.Namespace) -> int:
     """Run the serve command with parsed ``args``; returns the exit status."""
+    passed: list[Any] = []
     try:
-        if not args.addresses:
-            raise UsageFailure("no address: give at least one --tcp, --udp, --unix or --unix-dgram")
         addresses = [(kind, text, parse_address(kind, text)) for kind, text in args.addresses]
+        passed = _activated(args)
+        if not addresses and not passed:
+            raise UsageFailure("no address: give at least one --tcp, --udp, --unix or --unix-dgram "
+                               "(or start the command by socket activation)")  # fmt: skip
         if args.socket_mode is not None and all(FAMILIES[kind][1] for kind, _, _ in addresses):
             raise UsageFailure("--socket-mode needs a --unix or --unix-dgram address")
+        _check_workers(args, addresses, passed)
         handler = load_handler(args.handler)
-        context = tls_context(args, [kind for kind, _, _ in addresses])
-        proxy = serve_settings(args, [kind for kind, _, _ in addresses])
-    except (UsageFailure, UsageError) as exc:
+        kinds = [kind for kind, _, _ in addresses] or kinds_of(passed)
+        context = tls_context(args, kinds)
+        proxy = serve_settings(args, kinds)
+    except UsageError as exc:  # UsageFailure included
+        for sock in passed:
+            sock.close()
         print(f"python -m reactor serve: error: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(args.log_level, args.trace)
-    max_connections = fit_max_connections(args, [kind for kind, _, _ in addresses])
+    _setup_logging(args.log_level, args.trace, args.workers is not None)
+    maker = ServerMaker(args, handler, context, fit_max_connections(args, kinds), proxy)
+    makers = [functools.partial(maker.adopt, sock) for sock in passed] or [
+        functools.partial(maker.bind, kind, text, address, reuse_port=args.reuse_port) for kind, text, address in addresses
+    ]
+    if args.workers is not None:
+        return _serve_workers(args, maker, makers)
 
     reactor = Reactor()
     servers: list[Any] = []
@@ -452,32 +332,11 @@ def serve(args: argparse.Namespace) -> int:
     status = 0
     try:
         try:
-            for kind, text, address in addresses:
-                server_class, has_port = FAMILIES[kind]
-                if args.socket_mode is not None and not has_port:  # a class attribute: the constructor binds
-                    server_class = type(server_class.__name__, (server_class,), {"socket_mode": args.socket_mode})
-                secure = {"ssl_context": context} if context is not None and kind in ("tcp", "unix") else {}
-                try:
-                    server = server_class(address, handler, dispatch=make_strategy(args.dispatch), **secure)
-                except (OSError, ReactorError) as exc:  # the constructor has closed its own socket
-                    raise UsageFailure(f"cannot bind {kind} {text}: {exc}") from exc
-                servers.append(server)
-                server.drain_timeout = args.drain_timeout
-                if max_connections is not None and FAMILIES[kind][0].socket_type == socket.SOCK_STREAM:
-                    server.max_connections = max_connections
-                for option, attribute in BOUNDS.items():
-                    if hasattr(args, option):  # given (None for 'none'); absent: the class default stays
-                        setattr(server, attribute, getattr(args, option))
-                if secure and "handshake_timeout" in args:
-                    server.handshake_timeout = args.handshake_timeout
-                for attribute, value in (proxy if kind in ("tcp", "unix") else {}).items():
-                    setattr(server, attribute, value)
-                reactor.add_server(server)
+            for make in makers:
+                servers.append(make())
+                reactor.add_server(servers[-1])
             for server in servers:
-                tls = ", TLS" if getattr(server, "ssl_context", None) is not None else ""
-                tls += ", PROXY" if getattr(server, "proxy_protocol", False) else ""
-                label = f"{handler.__name__}, {_strategy_label(args.dispatch)}{tls}"
-                print(f"serving {server.request_table.name} ({label})")
+                print(maker.line(server.request_table.name))
             sys.stdout.flush()
             stopper.run()
         except UsageFailure as exc:
@@ -492,3 +351,57 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         stopper.restore()
     return status
+
+
+def _activated(args: argparse.Namespace) -> list[Any]:
+    """With no address option: the sockets passed by socket activation (reactor.activation), if any."""
+    if args.addresses:
+        return []
+    try:
+        return [passed.socket for passed in listen_fds()]
+    except UsageError as exc:
+        raise UsageFailure(f"socket activation: {exc}") from None
+
+
+def _check_workers(args: argparse.Namespace, addresses: list[tuple[str, str, Any]], passed: list[Any]) -> None:
+    """``--reuse-port`` needs ``--workers``, fixed TCP or UDP ports, and addresses to bind."""
+    if not args.reuse_port:
+        return
+    if args.workers is None:
+        raise UsageFailure("--reuse-port needs --workers N")
+    if passed:
+        raise UsageFailure("--reuse-port binds a socket per worker: the sockets passed by socket activation are shared")
+    for kind, text, address in addresses:
+        if not FAMILIES[kind][1]:
+            raise UsageFailure(f"--reuse-port is for --tcp and --udp addresses, not --{kind} {text}: "
+                               "a socket file cannot be bound once per worker")  # fmt: skip
+        if address[1] == 0:
+            raise UsageFailure(f"--reuse-port needs a fixed port, not --{kind} {text}: "
+                               "with port 0 each worker would get a port of its own")  # fmt: skip
+
+
+def _serve_workers(args: argparse.Namespace, maker: ServerMaker, makers: list[Callable[[], Any]]) -> int:
+    """``--workers N``: a supervisor (reactor.workers) forks N workers serving the servers ``makers`` make."""
+
+    def make_servers() -> list[Any]:
+        servers: list[Any] = []
+        try:
+            for make in makers:
+                servers.append(make())
+        except BaseException:
+            close_servers(servers)
+            raise
+        return servers
+
+    def announce(names: list[str]) -> None:
+        for name in names:
+            print(maker.line(name, args.workers))
+        sys.stdout.flush()
+
+    workers = Workers(make_servers, args.workers, reuse_port=args.reuse_port, drain_timeout=args.drain_timeout,
+                      on_serving=announce)  # fmt: skip
+    try:
+        return workers.run()
+    except UsageError as exc:  # a bind failure (UsageFailure), here or in a worker
+        print(f"python -m reactor serve: error: {exc}", file=sys.stderr)
+        return 2

@@ -8,8 +8,9 @@ SIGINT and SIGTERM handler is an object with a little state of its own:
     stopping --second, or the grace period ends while the loop is busy--> at once
                   (KeyboardInterrupt in the main thread, wherever it is)
 
-What comes after (closing every server, removing socket files) is the
-command's job (``reactor.cli``); this object decides how long it may wait.
+What comes after (closing every server, removing socket files) is
+``close_servers()``, called by the command (``reactor.cli``) and by each
+worker process (``reactor.workers``); the ``Stopper`` decides how long it may wait.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from .loop import Reactor
 from .table import State, describe_peer
 
-__all__ = ["Stopper"]
+__all__ = ["Stopper", "close_servers"]
 
 log = logging.getLogger("reactor")
 
@@ -45,6 +46,10 @@ class Stopper:
     raises, the call is not retried (PEP 475).  The previous handlers come
     back at that moment, so a third signal has its usual effect.
     """
+
+    #: Seconds after the grace period that the alarm interrupts a busy loop
+    #: (0: at once; a worker, whose loop ends itself at the deadline, waits a little longer).
+    alarm_margin = 0.0
 
     def __init__(self, reactor: Reactor, servers: list[Any], drain_timeout: float | None) -> None:
         self.reactor = reactor
@@ -91,7 +96,15 @@ class Stopper:
             if self._looping and any(server.dispatch.inline for server in self.servers):
                 # Only an inline handler can hold the loop (and no child is forked to inherit this).
                 self._previous.setdefault(signal.SIGALRM, signal.signal(signal.SIGALRM, self._on_alarm))
-                signal.setitimer(signal.ITIMER_REAL, max(self.drain_timeout, 0.001))  # 0 would disarm it
+                signal.setitimer(signal.ITIMER_REAL, max(self.drain_timeout + self.alarm_margin, 0.001))  # 0 disarms
+        self.begin()
+
+    def begin(self) -> None:
+        """What the first signal does, in the handler: ``reactor.stop()`` (signal-safe).
+
+        A worker process (reactor/worker.py) first serves what it has
+        already accepted instead; the loop then ends by itself.
+        """
         self.reactor.stop()
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
@@ -115,3 +128,40 @@ class Stopper:
         if self.second is not None:
             return 128 + self.second
         return 0 if self.stopping else 130
+
+
+def close_servers(servers: list[Any], reactor: Reactor | None = None, *, deadline: float | None = None,
+                  hurry: bool = False) -> None:  # fmt: skip
+    """``server_close()`` every server, in order, whatever one raises; then close ``reactor``.
+
+    ``deadline``: a ``time.monotonic()`` time by which running requests
+    must end; each server's ``drain_timeout`` becomes the time left (None:
+    each keeps its own).  With ``hurry``, and for every server still to
+    close once a ``server_close()`` raised KeyboardInterrupt or
+    SystemExit, ``drain_timeout`` is 0: what still runs is ended at once.
+    The first exception is re-raised when everything is closed; any later
+    one is logged.
+    """
+    error: BaseException | None = None
+    for server in servers:
+        try:
+            if hurry or (error is not None and not isinstance(error, Exception)):
+                server.drain_timeout = 0
+            elif deadline is not None:
+                server.drain_timeout = max(0.0, deadline - time.monotonic())
+            server.server_close()
+        except BaseException as exc:
+            if error is None:
+                error = exc
+            else:
+                log.error("%r: server_close() failed as well", server, exc_info=exc)
+    if reactor is not None:
+        try:
+            reactor.close()
+        except BaseException as exc:
+            if error is None:
+                error = exc
+            else:
+                log.error("%r: close() failed as well", reactor, exc_info=exc)
+    if error is not None:
+        raise error

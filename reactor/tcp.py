@@ -96,9 +96,15 @@ class TCPServer(BaseServer):
             if not hasattr(ssl_context, "wrap_socket"):
                 raise UsageError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
             self.ssl_context = ssl_context
-        if self.address_family == socket.AF_INET and _is_ipv6_literal(server_address):
-            self.address_family = socket.AF_INET6
-        self.socket = socket.socket(self.address_family, self.socket_type)
+        given = self.__dict__.pop("_given_socket", None)  # from_socket(): already bound, maybe listening
+        if given is not None:
+            self.address_family = given.family
+            self.socket = given
+            bind_and_activate = False
+        else:
+            if self.address_family == socket.AF_INET and _is_ipv6_literal(server_address):
+                self.address_family = socket.AF_INET6
+            self.socket = socket.socket(self.address_family, self.socket_type)
         if bind_and_activate:
             try:
                 self.server_bind()
@@ -107,6 +113,27 @@ class TCPServer(BaseServer):
                 self.server_close()
                 raise
         self.request_table.name = self._label()
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket, RequestHandlerClass: Any, **kwargs: Any) -> Any:
+        """A server of this class on ``sock``, a socket someone else made: no bind, no listen.
+
+        ``sock`` must be bound, and listening if it is a stream socket (as
+        systemd passes them, or as a supervisor made them before forking);
+        its family and type must suit the class (``reactor.activation.
+        server_class_for`` picks the class).  ``server_address`` is
+        ``sock.getsockname()``.  ``kwargs`` go to the constructor
+        (``dispatch=``, ``ssl_context=``).  The server takes the socket:
+        ``server_close()`` closes it (pass ``sock.dup()`` to keep yours).  A
+        Unix server made this way never removes the socket file: it did not
+        create it, so the file stays its creator's.  Raises ``UsageError``
+        if the socket does not fit, leaving it open.
+        """
+        _check_given(cls, sock)
+        server = cls.__new__(cls)
+        server._given_socket = sock  # read (and removed) by __init__
+        server.__init__(sock.getsockname(), RequestHandlerClass, False, **kwargs)
+        return server
 
     def server_bind(self) -> None:
         """Set the reuse options, bind, and store the real address."""
@@ -217,3 +244,22 @@ def _is_ipv6_literal(address: Any) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def _check_given(cls: Any, sock: Any) -> None:
+    """Raise UsageError unless ``sock`` is an open, bound socket that ``cls`` can serve."""
+    where = f"{cls.__name__}.from_socket"
+    if not isinstance(sock, socket.socket) or sock.fileno() == -1:
+        raise UsageError(f"{where}: expected an open socket.socket, not {sock!r}")
+    unix = getattr(socket, "AF_UNIX", None)
+    wanted = (unix,) if cls.address_family == unix else (socket.AF_INET, socket.AF_INET6)
+    kinds = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "datagram"}
+    if sock.family not in wanted or sock.type != cls.socket_type:
+        family = getattr(sock.family, "name", sock.family)
+        raise UsageError(f"{where}: this class does not serve {family} {kinds.get(sock.type, sock.type)} sockets "
+                         "(reactor.activation.server_class_for picks the one that does)")  # fmt: skip
+    address = sock.getsockname()
+    if address in ("", b"", None) or (isinstance(address, tuple) and address[1] == 0):
+        raise UsageError(f"{where}: the socket is not bound")
+    if sock.type == socket.SOCK_STREAM and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise UsageError(f"{where}: the stream socket is not listening (call listen() first)")
