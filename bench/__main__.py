@@ -120,6 +120,7 @@ def _measure_all(options: argparse.Namespace, argv: list[str], scenarios: list[s
         settle=0.3 if quick else 1.0,
         pool=options.pool, host=options.host, server_cpu=0 if pinned else None, client_cpu=1 if pinned else None,
         max_noise=options.max_noise, retries=options.retries if options.retries is not None else (1 if quick else noise.DEFAULT_RETRIES),
+        cpus=tuple(sorted(cpus)),
     )  # fmt: skip
     data: dict[str, Any] = {
         "meta": {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),

@@ -51,6 +51,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any
                 served=min(r["served"] for r in good), conns=good[0]["conns"], cpu=max(r["cpu"] for r in good),
                 errors=sum(r["errors"] for r in good), lost=sum(r["lost"] for r in good),
                 slow_closed=sum(r.get("slow_closed", 0) for r in good), idle_closed=sum(r.get("idle_closed", 0) for r in good),
+                cpu_us=med("cpu_us"), min_share=med("min_share"),
+                spread=[r["spread"] for r in good if r.get("spread")],
             )  # fmt: skip
             if summary["errors"]:
                 summary["notes"].append(f"{summary['errors']} connection errors")
@@ -137,9 +139,14 @@ def target_rows(stats: dict[tuple[str, str], dict[str, Any]]) -> list[list[str]]
     for t in TARGETS:
         mine = stats.get((t.scenario, t.system))
         ref = stats.get((t.ref_scenario or t.scenario, t.ref_system))
-        r = ratio(mine, ref, t.metric)
-        higher = t.metric == "rps"
+        higher = t.metric in ("rps", "min_share")
         goal = f"{'>=' if higher else '<='} {t.goal:g}x"
+        if not t.ref_system:  # a figure of its own, no reference: a share
+            r = mine.get(t.metric) if mine else None
+            goal = f">= {t.goal:.0%}"
+            ref = mine
+        else:
+            r = ratio(mine, ref, t.metric)
         if r is None:
             rows.append([t.label, "not measured", goal, "-"])
             continue
@@ -147,7 +154,9 @@ def target_rows(stats: dict[tuple[str, str], dict[str, Any]]) -> list[list[str]]
         verdict = f"met (+{margin:.0%})" if margin >= 0 else f"MISSED by {-margin:.0%}"
         if mine["contended"] or ref["contended"]:  # type: ignore[index]
             verdict = f"not judged: contended runs kept ({CONTENDED_MARK})"
-        measured = f"{r:.2f}x"
+        measured = f"{r:.0%} ({', '.join('/'.join(map(str, s)) for s in mine['spread'])})" if not t.ref_system else f"{r:.2f}x"  # type: ignore[index]
+        if t.metric == "cpu_us":
+            measured += f" ({mine['cpu_us']:.1f} vs {ref['cpu_us']:.1f} us)"  # type: ignore[index]
         if t.metric == "idle_bytes":
             measured += f" ({mine['idle_bytes']:,.0f} B vs {ref['idle_bytes']:,.0f} B)"  # type: ignore[index]
         rows.append([t.label, measured, goal, verdict])

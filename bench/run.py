@@ -61,6 +61,7 @@ class Settings:
     max_noise: float = noise.DEFAULT_MAX_NOISE  # % of one core others may use in a window before it is contended
     retries: int = noise.DEFAULT_RETRIES  # re-runs per cell of contended runs
     tls: Any = None  # bench.tls.Setup for the TLS scenarios (their load generator, certificate and key), or None
+    cpus: tuple[int, ...] | None = None  # an unpinned scenario's CPUs (the harness pins itself: children would inherit it)
 
 
 class Failed(Exception):
@@ -135,6 +136,17 @@ def memory(sid: int) -> dict[str, Any]:
     return {"kb": kb, "metric": metric, "threads": threads, "procs": len(pids)}
 
 
+def sockets_by_process(sid: int) -> dict[int, int]:
+    """pid -> how many sockets each process of session `sid` has open."""
+    out = {}
+    for pid in session_pids(sid):
+        try:
+            out[pid] = sum(1 for fd in os.listdir(f"/proc/{pid}/fd") if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+        except OSError:
+            continue  # gone meanwhile
+    return out
+
+
 def open_fds(sid: int) -> int:
     total = 0
     for pid in session_pids(sid):
@@ -198,14 +210,14 @@ def measure(scenario: Scenario, system: str, settings: Settings) -> dict[str, An
         # .pth file) would add a sixth of a second to every start.
         command = [sys.executable, "-S", "-m", "bench.servers", system, scenario.kind, address_for(scenario, settings, tmp),
                    "--pool", str(settings.pool)]  # fmt: skip
-        if settings.server_cpu is not None:
+        if settings.server_cpu is not None and scenario.pinned:
             command += ["--cpu", str(settings.server_cpu)]
         if scenario.tls:
             if settings.tls is None:
                 raise Failed("a TLS scenario without a TLS setup (certificate, load generator)")
             command += ["--tls-cert", str(settings.tls.cert), "--tls-key", str(settings.tls.key)]
         server = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-                                  start_new_session=True)  # fmt: skip
+                                  start_new_session=True, preexec_fn=_unpin(scenario, settings))  # fmt: skip
         server_lines = Lines(server.stdout)
         try:
             ready = json.loads(server_lines.next(time.monotonic() + 20, "ready line from the server"))["ready"]
@@ -259,7 +271,7 @@ def drive(scenario: Scenario, settings: Settings, sid: int, target: str, tmp: st
     command = [str(loadgen), target, "-c", str(scenario.conns), "-d", str(scenario.depth),
                "-w", str(settings.warmup), "--settle", str(settings.settle), "-t", str(settings.seconds),
                "--connect-timeout", str(settings.connect_timeout), "--client-dir", tmp]  # fmt: skip
-    if settings.client_cpu is not None:
+    if settings.client_cpu is not None and scenario.pinned:
         command += ["--cpu", str(settings.client_cpu)]
     command.append("--linger")  # it waits for a line after its result: the CPU times are read before any teardown
     if scenario.idle:
@@ -273,7 +285,9 @@ def drive(scenario: Scenario, settings: Settings, sid: int, target: str, tmp: st
     at_rest = memory(sid)
     out: dict[str, Any] = {"rest_threads": at_rest["threads"]}
     at_rest_fds = open_fds(sid)
-    client = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    at_rest_sockets = sockets_by_process(sid)
+    client = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              preexec_fn=_unpin(scenario, settings))  # fmt: skip
     lines = Lines(client.stdout)
     window_start = None
     try:
@@ -301,6 +315,10 @@ def drive(scenario: Scenario, settings: Settings, sid: int, target: str, tmp: st
                 time.sleep(settings.seconds * 0.6)  # read memory inside the measured window
                 loaded = memory(sid)
                 out.update(rss_kb=loaded["kb"], mem=loaded["metric"], threads=loaded["threads"], procs=loaded["procs"])
+                held = {pid: n - at_rest_sockets.get(pid, 0) for pid, n in sockets_by_process(sid).items() if pid != sid}
+                if len(held) > 1:  # worker processes under a supervisor (the session leader): who holds the clients
+                    out["spread"] = sorted(held.values())
+                    out["min_share"] = min(held.values()) / max(1, sum(held.values()))
             elif event["event"] == "result":
                 window_end = _snapshot(sid, client.pid)
                 try:
@@ -324,7 +342,17 @@ def drive(scenario: Scenario, settings: Settings, sid: int, target: str, tmp: st
     out.update({k: event[k] for k in ("requests", "rps", "p50_us", "p99_us", "errors", "lost", "served", "open", "conns",
                                       "connect_failed", "idle_closed", "slow_closed", "cpu")})  # fmt: skip
     out["noise"] = noise.others(window_start, window_end) if window_start and window_end else None
+    if out["noise"] and out["requests"]:
+        out["cpu_us"] = out["noise"]["server_s"] / out["requests"] * 1e6  # the server's processes, all of them
     return out
+
+
+def _unpin(scenario: Scenario, settings: Settings) -> Any:
+    """For an unpinned scenario, what gives a child every CPU back (the harness keeps to one of them)."""
+    if scenario.pinned or settings.cpus is None:
+        return None
+    cpus = settings.cpus
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 def _snapshot(sid: int, loadgen_pid: int) -> noise.Snapshot | None:

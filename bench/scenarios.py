@@ -24,6 +24,8 @@ SYSTEMS = {
     "stdlib-forking": "socketserver ForkingTCPServer (a process per connection, max_children = POOL)",
     "asyncio-proto": "asyncio: a Protocol that writes back what data_received() got (no framing); DatagramProtocol for datagrams",
     "asyncio-streams": "asyncio streams: readline(), write(), drain() in a loop",
+    "reactor-workers": "reactor: reactor-line's server under reactor.Workers(count=2): two worker processes accepting "
+    "from the one socket the supervisor bound (serve --workers 2)",
     "bare": "a hand-written selectors loop, the pure-Python reference: one recv(), every complete line back in one send(); "
     "recvfrom()/sendto() for datagrams",
 }
@@ -47,6 +49,9 @@ NO_TLS = {
 }
 NOT_MEASURED_TLS = "not measured with TLS: reactor-line stands for the reactor there"
 
+#: The systems of the worker scenarios: one process, and two workers under a supervisor.
+WORKERS_SYSTEMS = ("reactor-line", "reactor-workers")
+
 #: The references every ratio is taken against.
 ASYNCIO, STREAMS, BARE = "asyncio-proto", "asyncio-streams", "bare"
 
@@ -61,6 +66,8 @@ class Scenario:
     slow: int = 0  # slowloris connections: a byte every 100 ms, never a whole line
     tls: bool = False  # TCP with TLS: the servers get a certificate, the load generator verifies it
     once: bool = False  # each request on a new connection (connect, handshake, one message, its echo, close)
+    only: tuple[str, ...] = ()  # these systems only (the worker scenarios)
+    pinned: bool = True  # False: neither the server nor the load generator is pinned to a CPU
 
     @property
     def rate(self) -> str:
@@ -73,6 +80,8 @@ class Scenario:
 
     @property
     def systems(self) -> list[str]:
+        if self.only:
+            return list(self.only)
         return STREAM_SYSTEMS if self.stream else DATAGRAM_SYSTEMS
 
     def describe(self, host: str = "127.0.0.1") -> str:
@@ -92,6 +101,8 @@ class Scenario:
             what += f", while {self.idle:,} idle connections are held open"
         if self.slow:
             what += f", while {self.slow} slowloris connections send a byte every 100 ms"
+        if not self.pinned:
+            what += "; nothing pinned: the server's processes and the load generator share both CPUs"
         return f"{where}, {what}"
 
     def short(self) -> str:
@@ -108,6 +119,8 @@ class Scenario:
             what += f" + {self.idle:,} idle"
         if self.slow:
             what += f" + {self.slow} slowloris"
+        if self.only == WORKERS_SYSTEMS:
+            what += ", 1 vs 2 workers" + ("" if self.pinned else ", unpinned")
         return f"{where}, {what}"
 
     def not_applicable(self, system: str, pool: int) -> str | None:
@@ -136,6 +149,9 @@ SCENARIOS = [
     Scenario("unixdgram-50", "unixdgram", 50),
     Scenario("tls-50", "tcp", 50, tls=True),
     Scenario("tls-handshakes", "tcp", 16, tls=True, once=True),
+    Scenario("workers-50", "tcp", 50, only=WORKERS_SYSTEMS),
+    Scenario("workers-50-free", "tcp", 50, only=WORKERS_SYSTEMS, pinned=False),
+    Scenario("workers-50x16-free", "tcp", 50, depth=16, only=WORKERS_SYSTEMS, pinned=False),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -153,7 +169,7 @@ class Target:
     goal: float
     ref_system: str  # the reference system ...
     ref_scenario: str = ""  # ... in this scenario ('' = the same one)
-    metric: str = "rps"  # rps (higher is better) or idle_bytes (lower is better)
+    metric: str = "rps"  # rps, min_share (higher is better) or idle_bytes, cpu_us (lower is better)
 
 
 TARGETS = [
@@ -174,4 +190,12 @@ TARGETS = [
     Target("RSS per idle conn, chunk echo: x asyncio Protocol's", "idle-5000", "reactor-chunk", 1.0, ASYNCIO, metric="idle_bytes"),
     Target("TLS line echo, 50 conns: x asyncio Protocol over TLS", "tls-50", "reactor-line", 1.0, ASYNCIO),
     Target("TLS handshakes/s, 16 clients: x asyncio Protocol", "tls-handshakes", "reactor-line", 1.0, ASYNCIO),
+    Target("2 workers, 50 conns: the least busy worker's share of them", "workers-50", "reactor-workers", 0.3, "",
+           metric="min_share"),
+    Target("2 workers, 50 conns: server CPU per request x one process's", "workers-50", "reactor-workers", 1.1,
+           "reactor-line", metric="cpu_us"),
+    Target("2 workers, 50 conns, nothing pinned: x one process", "workers-50-free", "reactor-workers", 1.0,
+           "reactor-line"),
+    Target("2 workers, 50 conns x 16 pipelined, nothing pinned: x one process", "workers-50x16-free",
+           "reactor-workers", 1.0, "reactor-line"),
 ]

@@ -143,6 +143,37 @@ def reactor_line(kind: str, address: str, options: argparse.Namespace) -> None:
     _reactor_server(kind, address, LineEcho, reactor.Inline(), server_context(options))
 
 
+#: Worker processes of the reactor-workers system (reactor.Workers), as ``serve --workers 2`` runs them.
+WORKERS = 2
+
+
+@system("reactor-workers")
+def reactor_workers(kind: str, address: str, options: argparse.Namespace) -> None:
+    """reactor-line's server, served by ``reactor.Workers(count=WORKERS)``: the
+    supervisor binds the socket, every worker accepts from it.  Pinned with
+    ``--cpu``, all of them share that CPU (the figure then is the cost of
+    the workers, not their scaling)."""
+    import reactor
+    from handlers.echo import LineEcho
+
+    classes = {"tcp": reactor.TCPServer, "unix": reactor.UnixStreamServer,
+               "udp": reactor.UDPServer, "unixdgram": reactor.UnixDatagramServer}  # fmt: skip
+
+    class Server(classes[kind]):  # type: ignore[misc, valid-type]
+        address_family = family_of(kind, address)
+        max_connections = 10_000
+
+    servers: list[Any] = []
+
+    def make() -> list[Any]:
+        servers.append(Server(bind_address(kind, address), LineEcho, dispatch=reactor.Inline()))
+        return servers[-1:]
+
+    workers = reactor.Workers(make, count=WORKERS, drain_timeout=2.0,
+                              on_serving=lambda names: ready(shown(servers[0].server_address)))  # fmt: skip
+    sys.exit(workers.run())
+
+
 @system("reactor-chunk")
 def reactor_chunk(kind: str, address: str, options: argparse.Namespace) -> None:
     import reactor

@@ -153,9 +153,9 @@ class Admission:
     # ------------------------------------------------------------- the burst
 
     def on_readable(self) -> None:
-        """The socket is readable: take up to ``PER_WAKEUP`` requests."""
+        """The socket is readable: take up to ``requests_per_wakeup`` requests (``PER_WAKEUP``)."""
         server, dispatch = self.server, self.server.dispatch
-        for _ in range(PER_WAKEUP):
+        for _ in range(server.requests_per_wakeup):
             reactor = self.reactor
             if server._serving.requested or reactor.stopping or self.state is not A.OPEN or not self.taking:
                 return  # shutdown(), the reactor's stop(), stop_taking(): checked before every request

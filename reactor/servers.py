@@ -45,8 +45,8 @@ from typing import Any
 
 from handlers.message import MessageHandler
 
-from .admission import DEFAULT_MAX_CONNECTIONS, Admit
-from .bounds import SECONDS, check_seconds
+from .admission import DEFAULT_MAX_CONNECTIONS, PER_WAKEUP, Admit
+from .bounds import Bounded
 from .connection import Connection
 from .dispatch import Inline, Strategy
 from .errors import UsageError
@@ -61,7 +61,7 @@ log = logging.getLogger("reactor")
 
 
 
-class BaseServer:
+class BaseServer(Bounded):
     """The lifecycle without sockets; ``TCPServer`` and friends add them.
 
     Attributes a subclass or instance may set: ``timeout`` (seconds that
@@ -85,6 +85,10 @@ class BaseServer:
     #: this default, it is also kept within the process's descriptor limit
     #: (``reactor.admission.descriptor_budget``); a value you set is used as is.
     max_connections: int | None = DEFAULT_MAX_CONNECTIONS
+    #: Connections (or datagrams) one readiness of the socket brings in before
+    #: the loop looks at its other sockets; worker processes sharing a
+    #: listener take 1 each, so that a burst spreads over them (reactor.Workers).
+    requests_per_wakeup: int = PER_WAKEUP
     #: Largest message a framed handler is given (None: only the framer's own limit).
     max_message_size: int | None = 65536
     #: Queued output per framed connection above which it is not read ...
@@ -102,23 +106,6 @@ class BaseServer:
 
     #: What a request of this server is in the table.
     _record_kind = Kind.STREAM
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        for name, zero_ok in SECONDS.items():  # a bad bound in a class body fails at once
-            if name in cls.__dict__:
-                check_seconds(f"{cls.__name__}.{name}", cls.__dict__[name], zero_ok)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Servers set no attribute per request, so this costs nothing on a hot path.
-        if name in SECONDS:
-            check_seconds(name, value, SECONDS[name])
-        object.__setattr__(self, name, value)
-
-    def _check_bounds(self) -> None:
-        """Raise UsageError if a bound in seconds was set (on the class, later) to nonsense."""
-        for name, zero_ok in SECONDS.items():
-            check_seconds(name, getattr(self, name), zero_ok)
 
     def __init__(self, server_address: Any, RequestHandlerClass: Any, *, dispatch: Strategy | None = None) -> None:
         """Constructor.  May be extended (call it), do not replace it."""

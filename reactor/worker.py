@@ -33,6 +33,7 @@ import socket
 import time
 from typing import Any, Callable, NoReturn
 
+from .admission import PER_WAKEUP
 from .errors import UsageError
 from .loop import Reactor
 from .stopper import Stopper, close_servers
@@ -196,6 +197,8 @@ def _serve(get_servers: Callable[[], list[Any]], ready_fd: int, lifeline_fd: int
     status = 0
     try:
         try:
+            if not own_sockets:
+                _spread(servers)
             if setup is not None:
                 setup(servers)
             for server in servers:
@@ -210,6 +213,16 @@ def _serve(get_servers: Callable[[], list[Any]], ready_fd: int, lifeline_fd: int
     finally:
         stopper.restore()
     return status
+
+
+def _spread(servers: list[Any]) -> None:
+    """On a listener every worker shares, take one connection per readiness
+    (unless ``requests_per_wakeup`` was set): every worker is woken, so a
+    burst of clients spreads over them, the least busy taking the most,
+    instead of the first one awake taking up to ``PER_WAKEUP`` of them."""
+    for server in servers:
+        if server.socket_type == socket.SOCK_STREAM and server.requests_per_wakeup == PER_WAKEUP:
+            server.requests_per_wakeup = 1
 
 
 def _check_own(servers: list[Any]) -> None:

@@ -513,6 +513,44 @@ def test_a_bad_timeout_set_on_the_class_later_is_refused_by_the_constructor(plac
         Late(("127.0.0.1", 0), LineEcho)
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("value", [0, -1, 1.5, "8", True, None], ids=repr)
+def test_a_bad_requests_per_wakeup_is_refused_where_it_is_set(places, value):
+    with pytest.raises(reactor.UsageError, match="requests_per_wakeup"):  # in a class body
+        type("Bad", (reactor.UDPServer,), {"requests_per_wakeup": value})
+    with reactor.TCPServer(("127.0.0.1", 0), LineEcho) as server:
+        with pytest.raises(reactor.UsageError, match="requests_per_wakeup"):  # on an instance
+            server.requests_per_wakeup = value
+        server.requests_per_wakeup = 1
+        assert server.requests_per_wakeup == 1
+
+    class Late(reactor.TCPServer):
+        pass
+
+    Late.requests_per_wakeup = value  # past __init_subclass__ and __setattr__
+    with pytest.raises(reactor.UsageError, match="requests_per_wakeup"):
+        Late(("127.0.0.1", 0), LineEcho)
+
+
+@pytest.mark.timeout(10)
+def test_requests_per_wakeup_bounds_what_one_readiness_takes(places):
+    """Three clients waiting: with requests_per_wakeup = 1 one loop iteration accepts one of them."""
+    server = places.make_server("tcp4", LineEcho)
+    server.requests_per_wakeup = 1
+    with reactor.Reactor() as loop:
+        loop.add_server(server)
+        clients = [socket.create_connection(server.server_address, timeout=CLIENT_TIMEOUT) for _ in range(3)]
+        try:
+            loop.run_once(CLIENT_TIMEOUT)
+            assert server.request_table.totals["opened"] == 1
+            loop.run_once(CLIENT_TIMEOUT)
+            assert server.request_table.totals["opened"] == 2
+        finally:
+            for client in clients:
+                client.close()
+            server.server_close()
+
+
 @pytest.mark.parametrize("bound, value", [("drain_timeout", 0), ("timeout", 0), ("idle_timeout", None), ("idle_timeout", 1e10)])
 def test_good_timeouts_are_accepted(bound, value):
     with reactor.TCPServer(("127.0.0.1", 0), LineEcho) as server:
