@@ -62,16 +62,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 class HAProxy:
     """``haproxy -f CFG -db`` with the given ``listen`` sections; ``stat(proxy, server)`` reads its stats socket."""
 
-    def __init__(self, where: str, sections: str) -> None:
+    def __init__(self, where: str, sections: str, whole: str | None = None) -> None:
+        """``sections`` after DEFAULTS; or ``whole``, a configuration of its own whose stats socket
+        is ``{stats}`` (filled in)."""
         self.stats = os.path.join(where, "stats.sock")
         self.config = os.path.join(where, "haproxy.cfg")
         with open(self.config, "w") as f:
-            f.write(DEFAULTS.format(stats=self.stats) + sections)
+            f.write((DEFAULTS + sections if whole is None else whole).format(stats=self.stats))
         self.errors = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen([HAPROXY, "-f", self.config, "-db"], stdin=subprocess.DEVNULL,
                                      stdout=self.errors, stderr=subprocess.STDOUT)  # fmt: skip
-        wait_for(lambda: os.path.exists(self.stats) or self.proc.poll() is not None, what="haproxy started")
-        assert self.proc.poll() is None, f"haproxy exited: {self.output()}"
+        try:
+            wait_for(lambda: os.path.exists(self.stats) or self.proc.poll() is not None, what="haproxy started")
+            assert self.proc.poll() is None, f"haproxy exited: {self.output()}"
+        except BaseException:
+            self.close()
+            raise
 
     def stat(self, proxy: str, server: str) -> str:
         """The server's status as HAProxy's ``show stat`` says it: ``UP``, ``DOWN``, ``UP 1/2`` ..."""
@@ -231,3 +237,43 @@ listen lb
         print(f"before DOWN: {failed_meanwhile} of {asked} requests failed")
     finally:
         haproxy.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_example_configuration_balances_two_serve_instances(workdir):
+    """examples/deploy/haproxy.cfg as shipped, but for its addresses: two
+    ``serve --proxy-protocol v2`` instances behind it, both UP by its own
+    health checks, each client seen with its real address."""
+    config = (ROOT / "examples" / "deploy" / "haproxy.cfg").read_text()
+    assert subprocess.run([HAPROXY, "-c", "-f", str(ROOT / "examples" / "deploy" / "haproxy.cfg")],
+                          capture_output=True, timeout=30).returncode == 0  # fmt: skip
+    a, found_a = serve("proxy_handlers:WhoFramed", "--tcp", "127.0.0.1:0", "--proxy-protocol", "v2")
+    try:
+        b, found_b = serve("proxy_handlers:WhoClassic", "--tcp", "127.0.0.1:0", "--proxy-protocol", "v2")
+        try:
+            port = free_port()
+            config = config.replace("{", "{{").replace("}", "}}")  # (none today; the stats path is filled in)
+            for shipped, ours in (("/run/haproxy/reactor.sock", "{stats}"), ("bind :9000", f"bind 127.0.0.1:{port}"),
+                                  ("10.0.0.11:9000", "{}:{}".format(*found_a["tcp4"])),
+                                  ("10.0.0.12:9000", "{}:{}".format(*found_b["tcp4"])),
+                                  ("check inter 2s", "check inter 100ms")):  # fmt: skip
+                assert shipped in config, shipped
+                config = config.replace(shipped, ours)
+            haproxy = HAProxy(workdir, "", whole=config)
+            try:
+                wait_for(lambda: haproxy.stat("reactors", "machine1") == haproxy.stat("reactors", "machine2") == "UP",
+                         what="both backends UP by the example's health checks")  # fmt: skip
+                served = set()
+                for n in range(20):  # leastconn, one at a time: both get clients
+                    replies, own = ask(("127.0.0.1", port), f"hello {n}\n".encode())
+                    served.add(replies[0][0])
+                    assert replies[0][1] == own and replies[0][3] == f"hello {n}".encode(), replies
+                assert served == {a.proc.pid, b.proc.pid}, served
+            finally:
+                haproxy.close()
+            for command in (a, b):
+                assert command.stop() == 0, command.stderr()
+        finally:
+            b.close()
+    finally:
+        a.close()
