@@ -99,9 +99,7 @@ class Connection:
 
     # ------------------------------------------------------------- for handlers
 
-    @property
-    def id(self) -> int:
-        return self.record.id
+    id = property(lambda self: self.record.id, doc="The id of the connection's record.")
 
     @property
     def closing(self) -> bool:
@@ -164,22 +162,24 @@ class Connection:
 
     def start(self) -> None:
         """Take over the socket: nonblocking, watched for input."""
-        self.sock.setblocking(False)
+        if self.sock.gettimeout() != 0.0:  # (after a TLS handshake it is already)
+            self.sock.setblocking(False)
         self._output.start()
         self._table.transition(self.record, Event.START, "framed: the reactor reads")
         self._input.watch(True)
         self._deadline.arm("idle_timeout")
-        if self._input.tls_buffered:
-            self._on_readable()  # what came with the TLS handshake's last message (the first request, often)
+        if self._input.tls_buffered:  # what came with the TLS handshake's last message (the first request, often):
+            self._on_readable()  # its reply goes with TLS's session tickets (Output); no reply, they go now
+            if self._output.queued and self.record.state not in _OVER:
+                self._sent(self._output.flush())
 
     # ------------------------------------------------------------------ input
     #
-    # The hot path, per message: _on_readable -> _pump -> _dispatch -> the
-    # server's process_request (the strategy, the hooks as they are now) -> the
-    # handler -> close_request -> _request_done, which holds the reply back
-    # until every message of the read is handled: then one send().  Written for
-    # speed where that costs no clarity: local names for attributes used in
-    # loops, no call where an attribute test does, no trace string unread.
+    # The hot path, per message: _on_readable -> _pump -> _dispatch -> the server's
+    # process_request (the strategy, the hooks as they are now) -> the handler ->
+    # close_request -> _request_done, which holds the reply back until the read's
+    # messages are all handled: then one send().  Fast where that costs no clarity:
+    # local names in loops, no call where an attribute test does, no unread trace.
 
     def _on_readable(self) -> None:
         try:
@@ -364,8 +364,7 @@ class Connection:
 
     # ----------------------------------------------------------------- output
 
-    def _sent(self, error: OSError | None) -> None:
-        """After ``Output.send`` or ``Output.release``: a socket error closes us."""
+    def _sent(self, error: OSError | None) -> None:  # after Output.send or .release: a socket error closes us
         if error is not None:
             self._broken(error)
 

@@ -36,7 +36,7 @@ class Input:
     readable (the connection's, which calls ``read``).  Loop thread only.
     """
 
-    __slots__ = ("frames", "eof", "watching", "_sock", "_record", "_reactor", "_on_readable", "_ahead", "_tls")
+    __slots__ = ("frames", "eof", "watching", "_sock", "_record", "_reactor", "_on_readable", "_ahead", "_tls", "_fresh")
 
     def __init__(self, sock: Any, record: Any, reactor: Any, framing: Framer, max_message_size: int | None,
                  on_readable: Callable[[], None], tls: Any = None) -> None:  # fmt: skip
@@ -49,13 +49,15 @@ class Input:
         self._on_readable = on_readable
         self._ahead = READ_SIZE + (max_message_size or READ_SIZE)
         self._tls = tls  # the TLSSession, or None
+        self._fresh = tls is not None and tls.buffered > 0  # see tls_buffered
         if tls is not None:  # a TLS write that wants the peer's data first makes us read (TLSSession.encrypt)
             tls.on_need_read = lambda: self.watch(True)
 
     @property
     def tls_buffered(self) -> bool:
-        """TLS: ciphertext came with the handshake's last message, that no readiness will show."""
-        return self._tls is not None and self._tls.buffered > 0
+        """TLS: ciphertext came with the handshake's last message, that no readiness will show
+        (the next ``read`` decrypts it without a ``recv()``)."""
+        return self._fresh
 
     def read(self) -> bytes | None:
         """One ``recv()``: the bytes, b"" at EOF (then no more watching), None if nothing came.
@@ -64,24 +66,31 @@ class Input:
         the connection's business.
         """
         tls = self._tls
-        try:
-            data = self._sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            if tls is None or not tls.buffered:
+        if tls is None:
+            try:
+                data = self._sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
                 return None
-            data = None  # TLS: nothing new, but what came with the handshake's last message
-        else:
             self._record.bytes_in += len(data)
-        if tls is not None:
-            data = tls.decrypt(data)
-            if tls.eof:
-                self.eof = True  # the connection sees it after the plaintext before it
+            if not data:
+                self.eof = True
                 self.watch(False)
-            elif not data:
-                return None  # part of a record: the rest is on its way
-        elif not data:
-            self.eof = True
+            return data
+        if self._fresh:  # what came with the handshake's last message, read already: no recv() for it
+            self._fresh = False
+            data = None
+        else:
+            try:
+                data = self._sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return None
+            self._record.bytes_in += len(data)
+        data = tls.decrypt(data)
+        if tls.eof:
+            self.eof = True  # the connection sees it after the plaintext before it
             self.watch(False)
+        elif not data:
+            return None  # part of a record: the rest is on its way
         return data
 
     def take(self, data: bytes, handling: bool) -> None:

@@ -14,7 +14,9 @@ water marks, ``queued`` and ``bytes_out`` count encrypted bytes, what is
 on its way on the wire.  The held replies are encrypted together, when
 released: one record for all of them.
 
-Invariant: write interest is registered exactly while ``queued`` > 0.
+Invariant: write interest is registered exactly while ``queued`` > 0
+(but for TLS's session tickets, queued unwatched while the connection
+answers the request that came with the handshake: ``Connection.start``).
 """
 
 from __future__ import annotations
@@ -40,12 +42,14 @@ class Output:
         self._reactor = reactor
         self._on_writable = on_writable
         self._tls = tls  # the TLSSession, or None
-        if tls is not None:
-            tls.on_output = self.push_raw  # what TLS says on its own while reading goes out, in order
         self.held: list[bytes] = []  # replies held back until ``release`` (test it for truth)
         self._held_size = 0
         self._queue = bytearray()
         self._watching = False
+        if tls is not None:
+            tls.on_output = self.push_raw  # what TLS says on its own while reading goes out, in order
+            self._queue += tls.held_output  # the session tickets, sent with the first reply (see Connection.start)
+            tls.held_output = b""
 
     def start(self) -> None:
         """The connection starts: on TCP, replies go out as soon as they are ready.

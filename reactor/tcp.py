@@ -200,15 +200,24 @@ class TCPServer(BaseServer):
                 self._secured(request, client_address, record, start, tls)
             return
         Handshake(self, request, client_address, record, reactor, context,
-                  lambda tls: self._secured(request, client_address, record, start, tls), framed).start()  # fmt: skip
+                  lambda tls: self._secured(request, client_address, record, start, tls, reactor), framed).start()  # fmt: skip
 
-    def _secured(self, sock: Any, client_address: Any, record: Record, start: Any, tls: Any) -> None:
+    def _secured(self, sock: Any, client_address: Any, record: Record, start: Any, tls: Any, reactor: Any = None) -> None:
         if start is None:
             tls.setblocking(True)  # what a classic handler gets from accept()
             self._lifecycle(tls, client_address, record)
-        else:
-            self._lifecycle(sock, client_address, record,
-                            lambda sock, client_address, record: start(sock, client_address, record, tls))  # fmt: skip
+            return
+        # A framed connection: the handshake left the socket registered for
+        # reading, for the connection to take over (one epoll_ctl less, each way).
+        taken, fd = [], sock.fileno()
+
+        def take(sock: Any, client_address: Any, record: Record) -> None:
+            taken.append(True)
+            start(sock, client_address, record, tls)
+
+        self._lifecycle(sock, client_address, record, take)
+        if reactor is not None and not taken:  # refused (verify_request) and closed: unregistered by number
+            reactor.remove_reader(fd)
 
     def _detach(self, reactor: Any) -> None:
         for waiting in (*self._proxy_readers, *self._handshakes):

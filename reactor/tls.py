@@ -263,7 +263,14 @@ class Handshake:
             self._say_last_words()
             self._fail("handshake_failed", f"TLS handshake failed: {_why(exc)}")
             return
-        self._unsent += self.tls.take_output()
+        out = self.tls.take_output()
+        if self._done and not self._unsent and self.tls.buffered:
+            # The client's first request came with its Finished: what TLS says
+            # now (the session tickets) goes out with the reply, in one send.
+            self.tls.held_output = out
+            self._secured()
+            return
+        self._unsent += out
         self._flush()
 
     def _flush(self) -> None:
@@ -292,7 +299,7 @@ class Handshake:
     # ----------------------------------------------------------------- either
 
     def _secured(self) -> None:
-        self._end()
+        self._end(keep_reading=self._framed)  # framed: the connection takes the registration over
         self.server.request_table.transition(self.record, Event.SECURED, _negotiated(self.tls))
         self._then(self.tls)
 
@@ -309,12 +316,12 @@ class Handshake:
         _give_up(self.server, self._sock if self._framed or self.tls is None else self.tls, self.client_address,
                  counter, reason)  # fmt: skip
 
-    def _end(self) -> None:
+    def _end(self, keep_reading: bool = False) -> None:
         self.server._handshakes.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._watch("")
+        self._watch("read" if keep_reading else "")
 
     def _watch(self, direction: str) -> None:
         """Watch the socket in ``direction``: ``read``, ``write``, ``both`` or ``""`` (neither)."""

@@ -51,7 +51,8 @@ class TLSSession:
     then ``decrypt``, ``encrypt`` and ``close_notify``.
     """
 
-    __slots__ = ("object", "eof", "closed", "on_output", "on_need_read", "_incoming", "_outgoing", "_waiting")
+    __slots__ = ("object", "eof", "closed", "on_output", "on_need_read", "held_output", "_incoming", "_outgoing",
+                 "_waiting")  # fmt: skip
 
     def __init__(self, context: ssl.SSLContext) -> None:
         self._incoming = ssl.MemoryBIO()
@@ -64,6 +65,9 @@ class TLSSession:
         #: Set by the connection's input: makes sure the socket is read (see ``encrypt``).
         self.on_need_read: Callable[[], None] | None = None
         self._waiting: list[bytes] = []  # plaintext whose write wants a read first
+        #: What the handshake's last step made (session tickets) when the client's
+        #: first request came with it: sent with the reply (``Output`` takes it).
+        self.held_output = b""
 
     def __repr__(self) -> str:
         return f"<TLSSession {self.object.version() or 'handshaking'}>"

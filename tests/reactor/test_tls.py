@@ -413,3 +413,36 @@ def test_a_request_sent_with_the_clients_finished_is_answered(places, certs, nam
             except ssl.SSLWantReadError:
                 pass
         assert reply == b"EARLY\n"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("handler", [Upper, UpperStream], ids=["framed", "classic"])
+def test_a_connection_refused_by_verify_request_after_its_handshake_leaves_nothing_registered(places, certs, handler):
+    """A framed connection takes over the socket registration its handshake
+    made; refused by ``verify_request`` instead, the socket is closed and
+    its registration goes too, so the loop watches only the listener."""
+    refused: list[Any] = []
+
+    class Picky(reactor.TCPServer):
+        def verify_request(self, request: Any, client_address: Any) -> bool:
+            if not refused:
+                refused.append(client_address)
+                return False
+            return True
+
+    server = places.make_server("tcp4", handler, cls=Picky, ssl_context=certs.server_context())
+    with ServingThread(server):
+        with tls_connect(server, certs.client_context()) as first:
+            first.sendall(b"refused\n")
+            try:
+                reply = first.recv(100)
+            except OSError:  # (ssl.SSLError included) a reset: refused all the same
+                reply = b""
+            assert reply == b""  # closed after the handshake, not served
+        wait_for(lambda: server.request_table.totals["rejected"] == 1, what="the refusal")
+        loop = server.reactor
+        wait_for(lambda: len(loop._fd_keys) == 2, what="only the listener and the loop's wakeup left registered")
+        with tls_connect(server, certs.client_context()) as second:  # (its socket may reuse the number)
+            second.sendall(b"served\n")
+            assert read_lines(second, 1) == b"SERVED\n"
+            second.unwrap().close()
