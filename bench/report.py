@@ -134,7 +134,25 @@ def scenario_table(scenario: Scenario, data: dict[str, Any], stats: dict[tuple[s
     return header, rows
 
 
-def target_rows(stats: dict[tuple[str, str], dict[str, Any]]) -> list[list[str]]:
+def paired_ratio(runs: list[dict[str, Any]], mine: tuple[str, str], ref: tuple[str, str], field: str) -> float | None:
+    """The median of the ratios of runs measured back to back (run k of one cell over
+    run k of the other: the runs are interleaved), or None with fewer than 3 pairs.
+
+    This machine drifts between speeds over minutes (a whole round of runs
+    faster or slower than the next, every system alike): a ratio of two
+    medians can take one cell's fast runs over the other's slow ones,
+    while each pair of runs shares its moment."""
+    def by_run(cell: tuple[str, str]) -> dict[int, dict[str, Any]]:
+        return {r["run"]: r for r in runs if (r["scenario"], r["system"]) == cell and "error" not in r
+                and not r.get("contended") and r.get(field) and "run" in r}  # fmt: skip
+
+    a, b = by_run(mine), by_run(ref)
+    pairs = [a[k][field] / b[k][field] for k in a.keys() & b.keys()]
+    return statistics.median(pairs) if len(pairs) >= 3 else None
+
+
+def target_rows(stats: dict[tuple[str, str], dict[str, Any]], runs: list[dict[str, Any]] | None = None) -> list[list[str]]:
+    """One row per target: the measured ratio (paired by run where it can be: ``paired_ratio``), the goal, the verdict."""
     rows = []
     for t in TARGETS:
         mine = stats.get((t.scenario, t.system))
@@ -147,6 +165,9 @@ def target_rows(stats: dict[tuple[str, str], dict[str, Any]]) -> list[list[str]]
             ref = mine
         else:
             r = ratio(mine, ref, t.metric)
+            paired = paired_ratio(runs or [], (t.scenario, t.system), (t.ref_scenario or t.scenario, t.ref_system), t.metric)
+            if paired is not None and r is not None:
+                r = paired
         if r is None:
             rows.append([t.label, "not measured", goal, "-"])
             continue
@@ -257,7 +278,7 @@ def render(data: dict[str, Any], markdown: bool = False) -> str:
     if data["meta"].get("tls"):
         footnote += f"  {data['meta']['tls']}."
     parts.append(footnote)
-    parts.append(("#### Targets\n\n" if markdown else "TARGETS\n") + table(TARGET_HEADER, target_rows(stats)))
+    parts.append(("#### Targets\n\n" if markdown else "TARGETS\n") + table(TARGET_HEADER, target_rows(stats, data["runs"])))
     head = headroom_rows(data["scenarios"], stats)
     if head:
         title = ("HEADROOM: the bare loop against the fastest other system; the load generator's capacity "
