@@ -22,6 +22,7 @@ from conftest import CLIENT_TIMEOUT, ReactorThread, connect, wait_for
 import reactor
 from handlers.echo import LineEcho
 from reactor.dashboard import add_dashboard, parse_address
+from reactor.dashboard.feed import MAX_TRANSITIONS
 from reactor.dashboard.http import MAX_HEAD, BadRequest, parse_head
 from reactor.loopstats import LoopStats
 
@@ -265,6 +266,28 @@ def test_events_carry_a_snapshot_then_batched_transitions(places: Any) -> None:
 
 
 @pytest.mark.timeout(20)
+def test_a_busy_server_is_watched_for_at_most_a_batch_per_update(places: Any) -> None:
+    with shown(places, interval=0.5) as (loop, servers, dashboard):
+        table = servers[0].request_table
+        events = Events(dashboard)
+        try:
+            assert events.next()[0] == "snapshot"
+            with connect(servers[0]) as sock:
+                for _ in range(400):  # three moves each: more than one batch
+                    echo(sock, b"x\n")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                name, update = events.next()
+                if update.get("truncated"):
+                    break
+            assert update.get("truncated") is True, "no update said it was cut short"
+            assert len(update["transitions"]) == MAX_TRANSITIONS and update["dropped"] >= 1
+            wait_for(table.watched, what="the observers to come back after the update")
+        finally:
+            events.close()
+
+
+@pytest.mark.timeout(20)
 def test_at_most_max_streams_then_503(places: Any) -> None:
     with shown(places, max_streams=2) as (loop, servers, dashboard):
         readers = [Events(dashboard), Events(dashboard)]
@@ -378,7 +401,7 @@ def test_loop_stats_cost_nothing_unless_attached_and_say_why_the_loop_woke() -> 
             right.send(b"x")
             loop.run_once()
             loop.remove_reader(left)
-        assert stats.why["ready"] == 1 and stats.ready == 1 and stats.wakeups == 4
+        assert stats.why["ready"] == 1 and stats.ready == 2 and stats.wakeups == 4  # the wakeup pair was ready too
         assert stats.busy >= 0 and stats.waiting >= 0
         rates = stats.rates()
         assert rates["wakeups_per_s"] > 0 and sum(rates["why_per_s"].values()) == pytest.approx(rates["wakeups_per_s"])

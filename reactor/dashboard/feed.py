@@ -17,7 +17,10 @@ while nobody watches:
   every table, attached only while a stream is open.  An observed table
   reports every move (the framed connections' quiet pump, and the quiet
   datagram records, take their slow path: ``RequestTable.watched``), which
-  is the whole cost of watching: a few microseconds per transition.
+  is the cost of watching: a few microseconds per transition.  It is
+  bounded: once ``MAX_TRANSITIONS`` are waiting for the next update, the
+  observers come off until that update is sent (it says ``"truncated":
+  true``), so a busy server pays for at most that many per interval.
 
 A stream is the dashboard server's connection, whose request never ends:
 the feed pushes events with ``connection.send``.  A reader that lets more
@@ -156,6 +159,7 @@ class Feed:
         self._pending: deque[dict[str, Any]] = deque()  # transitions not yet sent
         self._dropped = 0  # transitions not kept since the last update (over MAX_TRANSITIONS)
         self._observed: dict[Any, Any] = {}  # table -> its observer
+        self._full = False  # the batch filled up: the observers are off until the next update
         self._timer: Any = None
         self._last_sent = 0.0
         self._fingerprint: Any = None
@@ -204,6 +208,9 @@ class Feed:
             self._timer.cancel()
             self._timer = None
         self._watch(False)
+        self._pending.clear()
+        self._dropped = 0
+        self._full = False
 
     def _send(self, connection: Any, data: bytes) -> None:
         """Queue ``data`` on a stream, or drop the stream if its reader fell too far behind."""
@@ -244,8 +251,8 @@ class Feed:
         if not self.streams:
             self._stop()
             return
-        self._watch(True)  # servers added since
-        fingerprint = [(t.name, len(t), *counted(t).values()) for t in self._observed]
+        tables = [server.request_table for server in self.loop.servers]
+        fingerprint = [(t.name, len(t), *counted(t).values()) for t in tables]
         now = time.monotonic()
         if self._pending or fingerprint != self._fingerprint:
             self._fingerprint = fingerprint
@@ -257,6 +264,7 @@ class Feed:
             self._last_sent = now
             for connection in tuple(self.streams):
                 self._send(connection, b": keep-alive\n\n")
+        self._watch(True)  # again after a full batch, and the servers added since
         self._timer = self.loop.call_later(self.interval, self._tick)
 
     def update(self) -> dict[str, Any]:
@@ -267,14 +275,22 @@ class Feed:
         dropped, self._dropped = self._dropped + len(pending), 0
         pending.clear()
         update["transitions"] = transitions
-        if dropped:
+        if dropped or self._full:
             update["dropped"] = dropped
+        if self._full:
+            update["truncated"] = True  # and more moves went unwatched since: the observers were off
+            self._full = False
         return update
 
     # ------------------------------------------------------- transitions
 
+    def _pause(self) -> None:
+        """The batch is full: stop observing until the next update (loop thread)."""
+        if self._full:
+            self._watch(False)
+
     def _watch(self, on: bool) -> None:
-        """Observe every server's table (on), or none (off)."""
+        """Observe every server's table (on), or none (off).  Loop thread."""
         tables = {server.request_table for server in self.loop.servers} if on else set()
         for table in [t for t in self._observed if t not in tables]:
             table.remove_observer(self._observed.pop(table))
@@ -282,9 +298,6 @@ class Feed:
             observer = self._observer(table)
             table.add_observer(observer)
             self._observed[table] = observer
-        if not on:
-            self._pending.clear()
-            self._dropped = 0
 
     def _observer(self, table: Any) -> Any:
         pending, started = self._pending, self.dashboard.started
@@ -293,6 +306,9 @@ class Feed:
             # Any thread (a worker ends its requests there): deque.append is atomic.
             if len(pending) >= MAX_TRANSITIONS:
                 self._dropped += 1
+                if not self._full:  # a busy server: stop watching it until the next update
+                    self._full = True
+                    self.loop.call_soon_threadsafe(self._pause)
                 return
             pending.append({
                 "t": round(time.monotonic() - started, 4), "server": table.name, "id": record.id,

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from handlers.errors import MessageTooLong
 from handlers.framing import Data, Framer
