@@ -202,7 +202,7 @@ def measure(scenario: Scenario, system: str, settings: Settings) -> dict[str, An
     began = time.monotonic()
     tmp = tempfile.mkdtemp(prefix="rb-")  # short: Unix socket paths have a 107-byte limit
     result: dict[str, Any] = {"scenario": scenario.name, "system": system, "notes": []}
-    server = None
+    server = reader = None
     stderr = open(os.path.join(tmp, "server.err"), "w+b")
     try:
         # -S: no site module.  The servers need only the standard library and this
@@ -220,10 +220,18 @@ def measure(scenario: Scenario, system: str, settings: Settings) -> dict[str, An
                                   start_new_session=True, preexec_fn=_unpin(scenario, settings))  # fmt: skip
         server_lines = Lines(server.stdout)
         try:
-            ready = json.loads(server_lines.next(time.monotonic() + 20, "ready line from the server"))["ready"]
+            announced = json.loads(server_lines.next(time.monotonic() + 20, "ready line from the server"))
         finally:
             server_lines.close()
+        ready = announced["ready"]
+        if "dashboard" in announced:  # reactor-line-dash: its events are read all along
+            reader = start_reader(announced["dashboard"], scenario, settings)
         result.update(drive(scenario, settings, server.pid, target_for(scenario, ready), tmp))
+        if reader is not None:
+            events = stop_reader(reader)
+            reader = None
+            result["dashboard_events"] = events
+            result["notes"].append(f"the dashboard's event reader read {events} events")
         # A thread-per-connection server has thousands of threads to wind down once the
         # load generator is gone; let it, so that SIGTERM measures a clean stop, not that.
         deadline = time.monotonic() + 10.0
@@ -247,6 +255,10 @@ def measure(scenario: Scenario, system: str, settings: Settings) -> dict[str, An
     except (Failed, OSError, ValueError, KeyError) as exc:  # this measurement failed; the others go on
         result["error"] = str(exc) or repr(exc)
     finally:
+        if reader is not None:
+            reader.kill()
+            reader.wait()
+            reader.stdout.close()
         if server is not None:
             kill_session(server.pid)
             if server.poll() is None:
@@ -263,6 +275,40 @@ def measure(scenario: Scenario, system: str, settings: Settings) -> dict[str, An
         shutil.rmtree(tmp, ignore_errors=True)
         result["wall_s"] = round(time.monotonic() - began, 2)
     return result
+
+
+def start_reader(where: Any, scenario: Scenario, settings: Settings) -> subprocess.Popen:
+    """Start a dashboard event reader (bench/dashreader.py) on the load generator's CPU; wait until it streams."""
+    command = [sys.executable, "-S", "-m", "bench.dashreader", str(where[0]), str(where[1])]
+    cpu = settings.client_cpu if scenario.pinned else None
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else _unpin(scenario, settings)
+    reader = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, preexec_fn=pin)  # fmt: skip
+    lines = Lines(reader.stdout)
+    try:
+        lines.next(time.monotonic() + 10, "first event from the dashboard")
+    except Failed:
+        reader.kill()
+        reader.wait()
+        reader.stdout.close()
+        raise
+    finally:
+        lines.close()
+    return reader
+
+
+def stop_reader(reader: subprocess.Popen) -> int:
+    """Stop the event reader; how many events it read."""
+    reader.send_signal(signal.SIGTERM)
+    lines = Lines(reader.stdout)
+    try:
+        return int(json.loads(lines.next(time.monotonic() + 5, "the event reader's count"))["events"])
+    finally:
+        lines.close()
+        if reader.poll() is None:
+            reader.kill()
+        reader.wait()
+        reader.stdout.close()
 
 
 def drive(scenario: Scenario, settings: Settings, sid: int, target: str, tmp: str) -> dict[str, Any]:

@@ -26,6 +26,8 @@ SYSTEMS = {
     "asyncio-streams": "asyncio streams: readline(), write(), drain() in a loop",
     "reactor-workers": "reactor: reactor-line's server under reactor.Workers(count=2): two worker processes accepting "
     "from the one socket the supervisor bound (serve --workers 2)",
+    "reactor-line-dash": "reactor-line with a dashboard on the same reactor (reactor.add_dashboard), a reader "
+    "streaming its events (GET /events) all along: what watching costs",
     "bare": "a hand-written selectors loop, the pure-Python reference: one recv(), every complete line back in one send(); "
     "recvfrom()/sendto() for datagrams",
 }
@@ -51,6 +53,9 @@ NOT_MEASURED_TLS = "not measured with TLS: reactor-line stands for the reactor t
 
 #: The systems of the worker scenarios: one process, and two workers under a supervisor.
 WORKERS_SYSTEMS = ("reactor-line", "reactor-workers")
+
+#: The systems of the dashboard scenario: reactor-line without and with a streaming dashboard.
+DASHBOARD_SYSTEMS = ("reactor-line", "reactor-line-dash")
 
 #: The references every ratio is taken against.
 ASYNCIO, STREAMS, BARE = "asyncio-proto", "asyncio-streams", "bare"
@@ -121,6 +126,8 @@ class Scenario:
             what += f" + {self.slow} slowloris"
         if self.only == WORKERS_SYSTEMS:
             what += ", 1 vs 2 workers" + ("" if self.pinned else ", unpinned")
+        if self.only == DASHBOARD_SYSTEMS:
+            what += ", without and with a streaming dashboard"
         return f"{where}, {what}"
 
     def not_applicable(self, system: str, pool: int) -> str | None:
@@ -152,6 +159,7 @@ SCENARIOS = [
     Scenario("workers-50", "tcp", 50, only=WORKERS_SYSTEMS),
     Scenario("workers-50-free", "tcp", 50, only=WORKERS_SYSTEMS, pinned=False),
     Scenario("workers-50x16-free", "tcp", 50, depth=16, only=WORKERS_SYSTEMS, pinned=False),
+    Scenario("dash-50", "tcp", 50, only=DASHBOARD_SYSTEMS),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -198,4 +206,6 @@ TARGETS = [
            "reactor-line"),
     Target("2 workers, 50 conns x 16 pipelined, nothing pinned: x one process", "workers-50x16-free",
            "reactor-workers", 1.0, "reactor-line"),
+    Target("line echo, 50 conns, a dashboard streaming: x without one", "dash-50", "reactor-line-dash", 0.9,
+           "reactor-line"),
 ]

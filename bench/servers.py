@@ -76,8 +76,8 @@ def system(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     return register
 
 
-def ready(address: Any) -> None:
-    print(json.dumps({"ready": address}), flush=True)
+def ready(address: Any, **more: Any) -> None:
+    print(json.dumps({"ready": address, **more}), flush=True)
 
 
 def family_of(kind: str, host: str) -> int:
@@ -108,7 +108,8 @@ def server_context(options: argparse.Namespace) -> Any:
     return context
 
 
-def _reactor_server(kind: str, address: str, handler: type, dispatch: Any, ssl_context: Any = None) -> None:
+def _reactor_server(kind: str, address: str, handler: type, dispatch: Any, ssl_context: Any = None,
+                    dashboard: bool = False) -> None:  # fmt: skip
     import reactor
 
     classes = {"tcp": reactor.TCPServer, "unix": reactor.UnixStreamServer,
@@ -121,9 +122,28 @@ def _reactor_server(kind: str, address: str, handler: type, dispatch: Any, ssl_c
 
     tls = {"ssl_context": ssl_context} if ssl_context is not None else {}
     with Server(bind_address(kind, address), handler, dispatch=dispatch, **tls) as server:
+        if dashboard:
+            _with_dashboard(server)
+            return
         signal.signal(signal.SIGTERM, lambda signum, frame: server.shutdown())
         ready(shown(server.server_address))
         server.serve_forever()
+
+
+def _with_dashboard(server: Any) -> None:
+    """Serve ``server`` on a reactor that also serves a dashboard (loopback, a port the kernel
+    picks); the ready line names it (``"dashboard": [host, port]``) for the harness's event reader."""
+    import reactor
+
+    with reactor.Reactor() as loop:
+        loop.add_server(server)
+        board = reactor.add_dashboard(loop, ("127.0.0.1", 0))
+        try:
+            signal.signal(signal.SIGTERM, lambda signum, frame: loop.stop())
+            ready(shown(server.server_address), dashboard=list(board.server_address[:2]))
+            loop.run()
+        finally:
+            board.close()
 
 
 def _classic_reactor_handler(kind: str) -> type:
@@ -141,6 +161,15 @@ def reactor_line(kind: str, address: str, options: argparse.Namespace) -> None:
     from handlers.echo import LineEcho
 
     _reactor_server(kind, address, LineEcho, reactor.Inline(), server_context(options))
+
+
+@system("reactor-line-dash")
+def reactor_line_dash(kind: str, address: str, options: argparse.Namespace) -> None:
+    """reactor-line with a dashboard on its reactor; the harness streams its events (bench/dashreader.py)."""
+    import reactor
+    from handlers.echo import LineEcho
+
+    _reactor_server(kind, address, LineEcho, reactor.Inline(), server_context(options), dashboard=True)
 
 
 #: Worker processes of the reactor-workers system (reactor.Workers), as ``serve --workers 2`` runs them.

@@ -10,6 +10,8 @@ module is here with the same meaning.  On top of them:
   server deaf;
 * ``RequestTable``, ``Record``, ``State``, ``Event``, ``Kind``: the explicit
   table of requests in flight that every server keeps (``server.request_table``);
+* ``add_dashboard(loop)`` / ``Dashboard``: a live dashboard of a reactor
+  (the page, Server-Sent Events, Prometheus ``/metrics``), served by it;
 * ``Workers``: worker processes under a supervisor that restarts and
   reloads them; ``reactor.activation``: servers on sockets passed by
   systemd (``TCPServer.from_socket`` for any socket handed over);
@@ -45,6 +47,7 @@ from .tcp import TCPServer
 from .unix import UnixDatagramServer, UnixStreamServer
 from .table import Event, Kind, Record, RequestTable, State
 from .workers import Workers
+from .dashboard import Dashboard, add_dashboard
 
 # A library logs; the application decides where logs go.  Without this,
 # Python's last-resort handler would print our ERROR records to stderr a
@@ -100,6 +103,8 @@ __all__ = SOCKETSERVER_NAMES + [
     "Event",
     "Kind",
     "Workers",
+    "Dashboard",
+    "add_dashboard",
     "ReactorError",
     "UsageError",
     "TransitionError",

@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--trace", action="store_true", help="also log every transition and loop wake-up (reactor.trace) to stderr"
     )
-    from .cli import add_serve_parser
+    from .cli import add_dashboard_options, add_serve_parser
 
+    add_dashboard_options(demo)
     add_serve_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -35,9 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:  # a third Ctrl-C, while the second one's cleanup ran
             return 130
     if args.command == "demo":
+        from .cli import UsageFailure, dashboard_address
         from .demo import run_demo
 
-        return run_demo(verbose=not args.quiet, trace=args.trace)
+        try:
+            where = dashboard_address(args)
+        except UsageFailure as exc:
+            print(f"python -m reactor demo: error: {exc}", file=sys.stderr)
+            return 2
+        return run_demo(verbose=not args.quiet, trace=args.trace, dashboard=where, remote=args.dashboard_remote)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse refuses first
     return 2  # pragma: no cover
 

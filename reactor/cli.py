@@ -270,7 +270,43 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                    help="log to stderr from this level: " + ", ".join(LOG_LEVELS) + " (default WARNING)")
     p.add_argument("--trace", action="store_true",
                    help="print every request-table transition and loop wakeup to stderr (reactor.trace)")
+    add_dashboard_options(p)
     return p
+
+
+def add_dashboard_options(p: argparse.ArgumentParser) -> None:
+    """``--dashboard HOST:PORT`` and ``--dashboard-remote`` (serve and demo)."""
+    p.add_argument("--dashboard", metavar="HOST:PORT", default=None,
+                   help="also serve a live dashboard of the reactor there (the page, /events, /metrics, "
+                   "/table.json; docs/dashboard.md); loopback only unless --dashboard-remote")
+    p.add_argument("--dashboard-remote", action="store_true",
+                   help="let --dashboard listen on an address that is not loopback (it shows client addresses)")
+
+
+def dashboard_address(args: argparse.Namespace) -> Any:
+    """The ``--dashboard`` address, checked (None without one); raises UsageFailure."""
+    if args.dashboard is None:
+        if args.dashboard_remote:
+            raise UsageFailure("--dashboard-remote needs --dashboard HOST:PORT")
+        return None
+    from .dashboard import parse_address as parse_dashboard
+
+    try:
+        return parse_dashboard(args.dashboard, args.dashboard_remote)
+    except UsageError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
+def start_dashboard(reactor: Reactor, address: Any, allow_remote: bool) -> Any:
+    """A dashboard on ``reactor`` at ``address`` (None: none); a bind failure is a UsageFailure."""
+    if address is None:
+        return None
+    from .dashboard import add_dashboard
+
+    try:
+        return add_dashboard(reactor, address, allow_remote=allow_remote)
+    except OSError as exc:
+        raise UsageFailure(f"cannot serve the dashboard on {address[0]}:{address[1]}: {exc.strerror or exc}") from None
 
 
 # ------------------------------------------------------------ serving
@@ -312,6 +348,9 @@ def serve(args: argparse.Namespace) -> int:
         kinds = [kind for kind, _, _ in addresses] or kinds_of(passed)
         context = tls_context(args, kinds)
         proxy = serve_settings(args, kinds)
+        dashboard_at = dashboard_address(args)
+        if dashboard_at is not None and args.workers is not None:
+            raise UsageFailure("--dashboard shows one reactor: it cannot be used with --workers")
     except UsageError as exc:  # UsageFailure included
         for sock in passed:
             sock.close()
@@ -330,13 +369,17 @@ def serve(args: argparse.Namespace) -> int:
     stopper = Stopper(reactor, servers, args.drain_timeout)
     stopper.install()
     status = 0
+    dashboard = None
     try:
         try:
             for make in makers:
                 servers.append(make())
                 reactor.add_server(servers[-1])
+            dashboard = start_dashboard(reactor, dashboard_at, args.dashboard_remote)
             for server in servers:
                 print(maker.line(server.request_table.name))
+            if dashboard is not None:
+                print(f"dashboard {dashboard.url}")
             sys.stdout.flush()
             stopper.run()
         except UsageFailure as exc:
@@ -345,6 +388,8 @@ def serve(args: argparse.Namespace) -> int:
         finally:
             # Our handlers stay in place while requests drain: a second
             # signal ends them at once, and every server is still closed.
+            if dashboard is not None:
+                dashboard.close()
             close_servers(servers, reactor, deadline=stopper.deadline, hurry=stopper.second is not None)
     except KeyboardInterrupt:  # a second signal, or the grace period ran out while the loop was busy
         status = stopper.exit_status()

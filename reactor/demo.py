@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -249,16 +250,21 @@ def shown_records(timeline: Timeline, slow_id: int) -> set[tuple[str, int]]:
     return shown
 
 
-def run_demo(verbose: bool = True, out: Callable[[str], None] = print, trace: bool = False) -> int:
+def run_demo(verbose: bool = True, out: Callable[[str], None] = print, trace: bool = False,
+             dashboard: Any = None, remote: bool = False) -> int:  # fmt: skip
     """Run the demo, printing through ``out`` (``verbose``: with the timeline); return the exit status.
 
-    ``trace`` also logs the ``reactor.trace`` logger to stderr.
+    ``trace`` also logs the ``reactor.trace`` logger to stderr.  ``dashboard``
+    (a ``(host, port)``): also serve a dashboard there (``remote``: even off
+    loopback), and keep the servers running after the clients, until
+    SIGINT or SIGTERM, for someone to look at it.
     """
     with tracing(trace), tempfile.TemporaryDirectory(prefix="reactor-demo-") as tmp:
         timeline = Timeline(tmp)
         servers: dict[str, Any] = {}
         reactor = Reactor()
         loop = threading.Thread(target=reactor.run, name="reactor loop")
+        shown = None
         try:
             servers["tcp"] = TCPServer(("127.0.0.1", 0), LineEcho)
             servers["udp"] = UDPServer(("127.0.0.1", 0), LineEcho)
@@ -267,6 +273,10 @@ def run_demo(verbose: bool = True, out: Callable[[str], None] = print, trace: bo
             for family, server in servers.items():
                 server.request_table.add_observer(timeline.observer(family))
                 reactor.add_server(server)
+            if dashboard is not None:
+                from .dashboard import add_dashboard
+
+                shown = add_dashboard(reactor, dashboard, allow_remote=remote)
             loop.start()
             out(f"reactor demo: ONE Reactor ({type(reactor.selector).__name__}) on ONE thread "
                 f"({loop.name!r}) serving the framed LineEcho on:")  # fmt: skip
@@ -275,10 +285,14 @@ def run_demo(verbose: bool = True, out: Callable[[str], None] = print, trace: bo
                 out(f"  {family:<10}  {timeline.peer(address) if isinstance(address, tuple) else address}")
             out("")
             exchanges, slow_id, t0, problems = drive_clients(servers, timeline, tmp, out)
+            if shown is not None:
+                linger(shown, out)
         finally:
             reactor.stop()  # safe from any thread
             if loop.ident is not None:
                 loop.join(CLIENT_TIMEOUT)
+            if shown is not None:
+                shown.close()
             stats = {family: server.request_table.statistics() for family, server in servers.items()}
             reactor.close()
             for server in servers.values():
@@ -310,3 +324,18 @@ def run_demo(verbose: bool = True, out: Callable[[str], None] = print, trace: bo
         return 1
     out(f"demo ok: {len(exchanges)} echoes correct, the slow client blocked no one, nothing left behind")
     return 0
+
+
+def linger(dashboard: Any, out: Callable[[str], None]) -> None:
+    """With a dashboard: print its address and keep serving until SIGINT (Ctrl-C) or SIGTERM."""
+    done = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
+    out(f"dashboard {dashboard.url}")
+    out("the servers keep serving for the dashboard: Ctrl-C (or SIGTERM) ends the demo")
+    sys.stdout.flush()
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

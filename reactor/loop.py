@@ -50,8 +50,7 @@ trace = logging.getLogger("reactor.trace")
 #: wakes once a day to find nothing due costs nothing.  asyncio caps it too.
 MAX_SELECT_TIMEOUT = 24 * 3600.0
 
-_READ = selectors.EVENT_READ
-_WRITE = selectors.EVENT_WRITE
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
 def _not_ours(server: Any) -> str:
@@ -115,6 +114,7 @@ class Reactor:
         # returns, the loop runs what was queued for it (reactor/waker.py).
         self._waker = Waker()
         self.add_reader(self._waker.reader, self._waker.drain)
+        self._stats: Any = None  # a LoopStats while one is attached (reactor/loopstats.py): it times select()
 
     # ------------------------------------------------------------------ I/O
 
@@ -307,7 +307,7 @@ class Reactor:
         # 2. Sleep until a descriptor is ready or the time is up.
         tracing = trace.isEnabledFor(logging.DEBUG)
         started = self._clock() if tracing else 0.0
-        events = self._selector.select(wait)
+        events = self._selector.select(wait) if self._stats is None else self._stats.select(self._selector, wait)
         if tracing and events:
             self._trace_wake(wait, self._clock() - started, events)
         ran = 0

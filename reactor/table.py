@@ -163,6 +163,8 @@ class RequestTable:
         self.totals = {"opened": 0, "finished": 0, "rejected": 0, "aborted": 0, "failed": 0}
         #: How often each bound or trouble was met, by name (see ``count``).
         self.counters: dict[str, int] = {}
+        #: Bytes in and out of the records that have left the table (live ones count their own).
+        self.ended_bytes_in = self.ended_bytes_out = 0
 
     # ------------------------------------------------------------ changing
 
@@ -280,6 +282,8 @@ class RequestTable:
         if self._records.pop(record.id, None) is None:
             return  # already removed (by a removal that an exception cut short)
         self._live_kinds[record.kind] -= 1
+        self.ended_bytes_in += record.bytes_in
+        self.ended_bytes_out += record.bytes_out
         record.request = None  # do not keep a closed socket alive through the record
         if final is _FAILED:
             self.totals["failed"] += 1
