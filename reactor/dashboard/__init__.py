@@ -1,0 +1,1 @@
+"""The dashboard: a read-only web page showing a reactor's servers, records and loop, live."""
