@@ -191,10 +191,15 @@ class Browser:
 
 
 class SlowEcho(LineEcho):
-    """LineEcho taking 40 ms per line: requests are seen PROCESSING, and waiting (READY) for a thread."""
+    """LineEcho taking 40 ms per short line: requests are seen PROCESSING, and waiting (READY) for a thread.
+
+    Long lines (the client that never reads) are echoed at once, so that
+    its replies pile up above high water: WRITING, and ``backpressure`` counted.
+    """
 
     def handle(self) -> None:
-        time.sleep(0.04)
+        if len(self.message) < 512:
+            time.sleep(0.04)
         super().handle()
 
 
@@ -242,7 +247,7 @@ class Load:
         with contextlib.suppress(OSError), self.connect() as sock:
             sock.settimeout(0.5)
             line = b"x" * 1023 + b"\n"
-            for _ in range(4096):  # at most 4 MiB; the buffers fill long before
+            for _ in range(16384):  # at most 16 MiB: more than loopback's buffers and the high-water mark
                 if self.stopping.is_set():
                     break
                 try:

@@ -125,8 +125,9 @@ def served() -> Iterator[tuple[str, str]]:
         host, _, port = address.rpartition(":")
         with Clients((host, int(port))):
             yield url, f"tcp4 {address}"
-    finally:
         assert command.stop() == 0, command.stderr()
+    finally:
+        command.close()
 
 
 UPDATES = "Number(document.body.dataset.updates)"
