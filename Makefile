@@ -47,11 +47,14 @@ bench-tools:
 # client, haproxy as a real PROXY protocol sender and load balancer), and
 # systemd-socket-activate (from systemd) to start the serve command by
 # socket activation, installed from Debian's packages when missing (systemd
-# on its own: a machine that has it is not upgraded for the others).  If
-# that is impossible the tests that need them skip, saying so.
+# on its own: a machine that has it is not upgraded for the others), and
+# chromium, the headless browser that loads the dashboard's page (on its own
+# too: it is large).  If that is impossible the tests that need them skip,
+# saying so.
 tools:
 	$(call apt_install,socat redis-cli redis-benchmark openssl curl haproxy,socat redis-tools openssl curl haproxy,the tests that need them will skip)
 	$(call apt_install,systemd-socket-activate,systemd,the socket activation tests will skip)
+	$(call apt_install,chromium,chromium,the dashboard's browser tests will skip)
 
 # $(call apt_install,COMMANDS,PACKAGES,WITHOUT): unless every one of COMMANDS
 # is on the PATH (a word with a slash: a file that must exist, such as a
