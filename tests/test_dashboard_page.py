@@ -105,7 +105,8 @@ def test_the_package_ships_the_page() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "reactor.dashboard" in config["packages"]
     shipped = config["package-data"]["reactor.dashboard"]
-    assert any(pathlib.PurePath("page.html").match(pattern) for pattern in shipped)
+    for part in ("page.html", "page.css", "page.js"):
+        assert any(pathlib.PurePath(part).match(pattern) for pattern in shipped), part
 
 
 @pytest.mark.timeout(30)

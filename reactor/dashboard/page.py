@@ -1,7 +1,7 @@
 """The dashboard's page: one self-contained HTML document, built once.
 
 ``render_page()`` returns the whole page as bytes: page.html (beside this
-module: the markup, the style sheet and the script, all inline) with the
+module: the markup) with page.css and page.js put inline, and the
 interactive state diagram of every record kind put in, as ``<template
 id="diagram-KIND">`` elements that the script copies once per server.  The
 page fetches nothing but the dashboard's own ``events`` and ``table.json``
@@ -45,7 +45,10 @@ def diagram_svg(kind: Kind | str) -> str:
 @functools.lru_cache(maxsize=1)
 def render_page() -> bytes:
     """The whole page as UTF-8 bytes: HTML with its CSS, script and diagrams inline (computed once)."""
-    template = importlib.resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
+    files = importlib.resources.files(__package__)
+    template = files.joinpath("page.html").read_text(encoding="utf-8")
+    for part in ("page.css", "page.js"):  # the style sheet and the script, kept in files of their own
+        template = template.replace(f"<!-- {part} -->\n", files.joinpath(part).read_text(encoding="utf-8"))
     if template.count(PLACEHOLDER) != 1:
         raise RuntimeError("page.html must hold the diagrams' placeholder exactly once")
     diagrams = "\n".join(f'<template id="diagram-{kind.value}">\n{diagram_svg(kind)}</template>' for kind in Kind)
