@@ -178,3 +178,36 @@ def test_a_paused_list_stops_while_the_diagrams_go_on() -> None:
         assert browser.evaluate(TOP_ROW) != top
         assert browser.evaluate(f"{PAUSE}.textContent") == "pause"
 
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not hasattr(reactor, "add_dashboard"), reason="needs the real dashboard (reactor.add_dashboard)")
+def test_a_page_refused_the_event_stream_polls_the_table_instead() -> None:
+    """With every event stream taken (``max_streams``), the page's own is
+    refused (503): it says so, and shows the servers from ``table.json``,
+    fetched again every 2 s, so the counts still change."""
+    from conftest import ReactorThread, wait_for
+    from handlers.echo import LineEcho
+
+    loop = reactor.Reactor()
+    server = reactor.TCPServer(("127.0.0.1", 0), LineEcho)
+    loop.add_server(server)
+    dashboard = reactor.add_dashboard(loop, ("127.0.0.1", 0), max_streams=1)
+    name = server.request_table.name
+    try:
+        with ReactorThread(loop), socket.create_connection(dashboard.server_address[:2], timeout=5) as taken:
+            taken.sendall(b"GET /events HTTP/1.1\r\nHost: dashboard\r\n\r\n")
+            assert taken.recv(100).startswith(b"HTTP/1.1 200")  # the one stream there may be: this test's
+            with Clients(server.server_address[:2]), script.Browser() as browser:
+                browser.open(dashboard.url)
+                browser.wait("document.getElementById('status').textContent.startsWith('polling table.json')")
+                browser.wait(f"{count(name, 'READING')} >= 2")  # the two clients holding half a line
+                first = Dom(browser.dom()).chip(name, "opened")
+                assert first is not None and first >= 1
+                # Clients keep coming: a later poll shows more records opened.
+                wait_for(lambda: Dom(browser.dom()).chip(name, "opened") > first, timeout=15,
+                         what="the counts to change from one poll of table.json to the next")
+    finally:
+        dashboard.close()
+        server.server_close()
+        loop.close()
