@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import socket
 import time
 from typing import Any, Callable
@@ -244,10 +243,10 @@ class ProxyReader:
                 sock.settimeout(left)
                 header = intake.read(sock)
         except TimeoutError:
-            _give_up(server, sock, client_address, "proxy_timeout", f"no whole PROXY header within {limit} s")
+            server._drop_early(sock, client_address, "proxy_timeout", f"no whole PROXY header within {limit} s")
             return None
         except (InvalidHeader, OSError) as exc:
-            _give_up(server, sock, client_address, "proxy_invalid", _why(exc))
+            server._drop_early(sock, client_address, "proxy_invalid", _why(exc))
             return None
         sock.settimeout(timeout)
         return _proxied(server, record, client_address, header)
@@ -278,7 +277,7 @@ class ProxyReader:
 
     def _fail(self, counter: str, reason: str) -> None:
         self._end()
-        _give_up(self.server, self._sock, self.client_address, counter, reason)
+        self.server._drop_early(self._sock, self.client_address, counter, reason)
 
     def _end(self) -> None:
         self.server._proxy_readers.discard(self)
@@ -296,7 +295,7 @@ def _expect(server: Any, sock: Any, client_address: Any, record: Any) -> bool:
     server.request_table.transition(record, Event.PROXY, f"a PROXY header ({versions}) is expected")
     if trusted(server, client_address):
         return True
-    _give_up(server, sock, client_address, "proxy_untrusted", "not in proxy_from: a PROXY header is not accepted from it")
+    server._drop_early(sock, client_address, "proxy_untrusted", "not in proxy_from: a PROXY header is not accepted from it")
     return False
 
 
@@ -310,21 +309,6 @@ def _proxied(server: Any, record: Any, client_address: Any, header: ProxyHeader)
         said = f"v{header.version} {header.family}: client {header.source!r} via {client_address!r}"
     table.transition(record, Event.PROXIED, said)
     return client_address if header.source is None else header.source
-
-
-def _give_up(server: Any, sock: Any, client_address: Any, counter: str, reason: str) -> None:
-    """Close a connection whose header did not come right: counted (``counter``, if
-    any), logged at DEBUG (rate-limited: a peer can fail again and again), its
-    record aborted (an admission paused at the limit may open)."""
-    if counter:
-        server.request_table.count(counter)
-        server._warnings.log(logging.DEBUG, counter, "%s: %r: %s; closed", server.request_table.name,
-                             client_address, reason)  # fmt: skip
-    try:
-        sock.close()
-    except OSError:
-        pass
-    server._end_request(sock, Event.ABORT, reason)
 
 
 def _why(exc: BaseException) -> str:

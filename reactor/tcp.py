@@ -11,6 +11,7 @@ the PROXY protocol (``proxy_protocol``; reactor/proxy.py, docs/proxy.md).
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from .errors import UsageError
 from .proxy import PROXY_FROM, PROXY_TIMEOUT, ProxyReader, check_setting
 from .servers import BaseServer
-from .table import Record
+from .table import Event, Record
 from .tls import HANDSHAKE_TIMEOUT, Handshake, accept_plain, context_of, send_close_notify
 
 __all__ = ["TCPServer"]
@@ -218,6 +219,22 @@ class TCPServer(BaseServer):
         self._lifecycle(sock, client_address, record, take)
         if reactor is not None and not taken:  # refused (verify_request) and closed: unregistered by number
             reactor.remove_reader(fd)
+
+    def _drop_early(self, sock: Any, client_address: Any, counter: str, reason: str) -> None:
+        """Close a connection that failed before its lifecycle began (its PROXY
+        header, its TLS handshake): counted (``counter``, if any), logged at
+        DEBUG (rate-limited: a peer can fail again and again), its record
+        aborted (an admission paused at the limit may open).  No close_notify:
+        there is no TLS session to close."""
+        if counter:
+            self.request_table.count(counter)
+            self._warnings.log(logging.DEBUG, counter, "%s: %r: %s; closed", self.request_table.name, client_address,
+                               reason)  # fmt: skip
+        try:
+            sock.close()
+        except OSError:
+            pass
+        self._end_request(sock, Event.ABORT, reason)
 
     def _detach(self, reactor: Any) -> None:
         for waiting in (*self._proxy_readers, *self._handshakes):

@@ -227,8 +227,8 @@ class Handshake:
                 tls.settimeout(None)
         except (OSError, ValueError) as exc:
             timed_out = isinstance(exc, TimeoutError)
-            _give_up(server, sock, client_address, "handshake_timeout" if timed_out else "handshake_failed",
-                     "no TLS handshake within handshake_timeout" if timed_out else f"TLS handshake failed: {_why(exc)}")
+            server._drop_early(sock, client_address, "handshake_timeout" if timed_out else "handshake_failed",
+                               "no TLS handshake within handshake_timeout" if timed_out else f"TLS handshake failed: {_why(exc)}")
             return None
         table.transition(record, Event.SECURED, _negotiated(tls))
         return tls
@@ -313,8 +313,8 @@ class Handshake:
 
     def _fail(self, counter: str, reason: str) -> None:
         self._end()
-        _give_up(self.server, self._sock if self._framed or self.tls is None else self.tls, self.client_address,
-                 counter, reason)  # fmt: skip
+        self.server._drop_early(self._sock if self._framed or self.tls is None else self.tls, self.client_address,
+                                counter, reason)  # fmt: skip
 
     def _end(self, keep_reading: bool = False) -> None:
         self.server._handshakes.discard(self)
@@ -347,21 +347,6 @@ def _negotiated(tls: Any) -> str:
     """What the trace says of a secured session: ``TLSv1.3, TLS_AES_256_GCM_SHA384``."""
     tls = getattr(tls, "object", tls)
     return f"{tls.version()}, {tls.cipher()[0]}"
-
-
-def _give_up(server: Any, sock: Any, client_address: Any, counter: str, reason: str) -> None:
-    """Close a connection whose handshake did not succeed: counted (``counter``,
-    if any), logged at DEBUG (rate-limited: a client can fail again and
-    again), its record aborted (an admission paused at the limit may open)."""
-    if counter:
-        server.request_table.count(counter)
-        server._warnings.log(logging.DEBUG, counter, "%s: %r: %s; closed", server.request_table.name,
-                             client_address, reason)  # fmt: skip
-    try:
-        sock.close()  # no close_notify: there is no session to close
-    except OSError:
-        pass
-    server._end_request(sock, Event.ABORT, reason)
 
 
 def _why(exc: BaseException) -> str:

@@ -68,3 +68,12 @@ class Command:
             self.proc.wait()
         self.proc.stdout.close()
         self.errors.close()
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from /proc)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []

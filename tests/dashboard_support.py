@@ -15,15 +15,28 @@ too, saying so.
 from __future__ import annotations
 
 import http.server
+import importlib.util
 import json
+import pathlib
 import random
 import threading
 import time
 from html.parser import HTMLParser
+from types import ModuleType
 from typing import Any
 
 from reactor.dashboard.page import render_page
 from reactor.states import FINAL_STATES, INITIAL_STATE, TRANSITIONS, Event, Kind
+
+
+def load_script() -> ModuleType:
+    """scripts/dashboard_screenshot.py as a module: its ``Browser``, ``find_chromium`` and ``stale``."""
+    path = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "dashboard_screenshot.py"
+    spec = importlib.util.spec_from_file_location("dashboard_screenshot", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 TICK = 0.25  # seconds between updates (the contract: at most 4 a second)
 SOMETIMES = {Event.EOF: 0.5}  # a connection answers a few lines before its client closes

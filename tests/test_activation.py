@@ -19,7 +19,7 @@ import textwrap
 from typing import Any
 
 import pytest
-from cli_support import ROOT, Command
+from cli_support import ROOT, Command, children
 from conftest import CLIENT_TIMEOUT, FAMILIES, ServingThread, client_exchange, family_params, wait_for
 
 import reactor
@@ -237,12 +237,6 @@ def test_serve_started_by_systemd_socket_activate_serves_the_passed_sockets(plac
             os.unlink(path)
 
 
-def children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
 
 
 @pytest.mark.timeout(20)

@@ -23,29 +23,15 @@ installs Debian's ``chromium``).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import pathlib
 import socket
 import threading
-from types import ModuleType
 from typing import Iterator
 
 import pytest
 
 import reactor
-from dashboard_support import Dom, StandIn
+from dashboard_support import Dom, StandIn, load_script
 from reactor.states import TRANSITIONS, Kind
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dashboard_screenshot", ROOT / "scripts" / "dashboard_screenshot.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 script = load_script()
 pytestmark = pytest.mark.skipif(script.find_chromium() is None,

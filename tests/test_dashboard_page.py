@@ -9,14 +9,13 @@ page in a real browser).
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import re
 import tomllib
 import xml.etree.ElementTree as ET
-from types import ModuleType
 
 import pytest
+from dashboard_support import load_script
 
 from reactor.dashboard import diagrams
 from reactor.dashboard.page import diagram_svg, page_digest, render_page
@@ -27,13 +26,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SVG = "{http://www.w3.org/2000/svg}"
 KINDS = [pytest.param(kind, id=kind.value) for kind in Kind]
 
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dashboard_screenshot", ROOT / "scripts" / "dashboard_screenshot.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def states_of(kind: Kind) -> set[str]:

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import pytest
-from cli_support import ROOT, Command
+from cli_support import ROOT, Command, children
 from conftest import CLIENT_TIMEOUT, wait_for
 
 PID_HANDLER = """\
@@ -50,13 +50,6 @@ def modules(tmp_path: Any) -> dict[str, str]:
     return {"PYTHONPATH": str(tmp_path)}
 
 
-def children(pid: int) -> list[int]:
-    """The live child processes of ``pid``."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
 
 
 def line(sock: socket.socket) -> bytes:
