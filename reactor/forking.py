@@ -274,6 +274,8 @@ class Fork(_Bounded):
             table.count("children_killed")
             log.error("%s: child %d was killed by signal %d; its request failed", table.name, pid, os.WTERMSIG(status))
         table.transition(record, Event.FINISH if ok else Event.ERROR, f"exit status {status:#x}")
+        if server.handler_time is not None:  # timed (a dashboard): the child's life is its handler's run
+            server.handler_time.add(table.clock() - record.created)
         server._child_ended(pid)
         if info["replies"]:  # the reply the child wrote came back through its pipe: it goes out from here
             output = bytes(info["output"])

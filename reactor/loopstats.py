@@ -124,6 +124,11 @@ class LoopStats:
             "ready_per_wakeup": delta[2] / wakeups if wakeups else 0.0,
         }
 
+    def totals(self) -> dict[str, Any]:
+        """The counts since attached: ``wakeups``, ``why``, ``ready``, ``busy`` and ``waiting`` (seconds)."""
+        return {"wakeups": self.wakeups, "why": dict(self.why), "ready": self.ready, "busy": self.busy,
+                "waiting": self.waiting}  # fmt: skip
+
     def __repr__(self) -> str:
         return f"<LoopStats wakeups={self.wakeups} why={self.why} busy={self.busy:.3f}s waiting={self.waiting:.3f}s>"
 

@@ -104,6 +104,9 @@ class BaseServer(Bounded):
     #: Datagram replies that may wait for a full socket before more are dropped.
     max_queued_replies = 64
 
+    #: A ``HandlerTime`` while someone times the handlers (a dashboard: reactor/handlertime.py), else None.
+    handler_time: Any = None
+
     #: What a request of this server is in the table.
     _record_kind = Kind.STREAM
 

@@ -228,7 +228,13 @@ def test_snapshot_shows_every_server_and_its_records(places: Any, dispatch: Any)
     assert by_name[servers[0].request_table.name]["records"][0]["peer"].startswith("127.0.0.1:")
     own = by_name[dashboard.server.request_table.name]
     assert own["dashboard"] is True and own["states"] == {"PROCESSING": 1}  # this very request
-    assert set(snapshot["loop"]) == {"wakeups_per_s", "why_per_s", "busy_share", "wait_share", "ready_per_wakeup"}
+    assert set(snapshot["loop"]) == {"wakeups_per_s", "why_per_s", "busy_share", "wait_share", "ready_per_wakeup",
+                                     "totals"}  # fmt: skip
+    assert set(snapshot["loop"]["totals"]) == {"wakeups", "why", "ready", "busy", "waiting"}
+    for server in servers:  # one message each from two clients: two handler runs, timed
+        shown_server = by_name[server.request_table.name]
+        assert shown_server["handlers"]["runs"] == 2 and shown_server["handlers"]["seconds"] > 0
+        assert shown_server["bytes_in"] == 2 * len(b"hello\nhalf a li") and shown_server["bytes_out"] == 2 * len(b"hello\n")
     assert snapshot["loop"]["wakeups_per_s"] > 0 and 0 <= snapshot["loop"]["busy_share"] <= 1
 
 

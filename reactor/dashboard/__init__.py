@@ -18,7 +18,8 @@ read-only HTTP/1.1 server written as a framed handler of this library
 It listens on loopback unless told otherwise (``allow_remote=True``): it
 shows client addresses and the servers' configuration to whoever asks.
 With no dashboard the reactor pays nothing; with one, each loop wake-up
-is timed (reactor/loopstats.py); while someone watches the events, every
+is timed (reactor/loopstats.py), and so is each handler run
+(reactor/handlertime.py); while someone watches the events, every
 transition is reported to it (see feed.py for the cost).
 """
 
@@ -32,6 +33,7 @@ from typing import Any
 from handlers.message import MessageRequest
 
 from ..errors import UsageError
+from ..handlertime import HandlerTime
 from ..loopstats import LoopStats
 from ..states import FINAL_STATES, INITIAL_STATE, TRANSITIONS
 from ..tcp import TCPServer
@@ -118,8 +120,7 @@ class DashboardHandler(GetHandler):
         return 200, "application/json", json.dumps(states_json()).encode()
 
     def metrics(self, request: Request) -> tuple[int, str, bytes]:
-        dashboard = self.server.dashboard
-        return 200, metrics.CONTENT_TYPE, metrics.render(dashboard.loop.servers, dashboard.stats, self.server)
+        return 200, metrics.CONTENT_TYPE, metrics.render(self.server.dashboard.feed.snapshot())
 
     def events(self, request: Request) -> None:
         feed = self.server.dashboard.feed
@@ -185,15 +186,18 @@ class Dashboard:
         self.loop = loop
         self.started = time.monotonic()
         self._page: bytes | None = None
+        self._timed: dict[Any, HandlerTime] = {}  # server -> the timing of its handlers we attached
         self.server = DashboardServer(address, self)
         try:
             self.stats = LoopStats.attach(loop)
             self.feed = Feed(self, interval, max_streams)
             loop.add_server(self.server)
+            self.time_handlers()
         except BaseException:
             self.server.server_close()
             if getattr(self, "stats", None) is not None:
                 self.stats.detach()
+            self._untime_handlers()
             raise
         self._closed = False
 
@@ -213,6 +217,24 @@ class Dashboard:
             self._page = _page()
         return self._page
 
+    def time_handlers(self) -> None:
+        """Time the handlers of every server the loop serves now (reactor/handlertime.py), and stop
+        timing those it no longer serves.  Called on every snapshot, so a server added later is
+        timed from the first snapshot after it came."""
+        servers = self.loop.servers
+        if len(servers) == len(self._timed) and all(server in self._timed for server in servers):
+            return
+        for server in [s for s in self._timed if s not in servers]:
+            self._timed.pop(server).detach()
+        for server in servers:
+            if server not in self._timed:
+                self._timed[server] = HandlerTime.attach(server)
+
+    def _untime_handlers(self) -> None:
+        for timing in self._timed.values():
+            timing.detach()
+        self._timed.clear()
+
     def close(self) -> None:
         """Stop the dashboard: its streams end, its server closes, the loop stops being timed.  Idempotent.
 
@@ -228,6 +250,7 @@ class Dashboard:
         finally:
             self.server.server_close()
             self.stats.detach()
+            self._untime_handlers()
 
     def __enter__(self) -> "Dashboard":
         return self

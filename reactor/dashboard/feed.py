@@ -124,6 +124,9 @@ def describe_server(server: Any, dashboard: Any = None) -> dict[str, Any]:
         "dashboard": dashboard is not None and server is dashboard.server,
         "states": states,
         "records": [_record(record, now) for record in records[:MAX_RECORDS]],
+        "bytes_in": table.ended_bytes_in + sum(record.bytes_in for record in records),
+        "bytes_out": table.ended_bytes_out + sum(record.bytes_out for record in records),
+        "handlers": None if server.handler_time is None else server.handler_time.rates(),
         **counted(table),
     }
     if len(records) > MAX_RECORDS:
@@ -172,8 +175,11 @@ class Feed:
 
     def snapshot(self) -> dict[str, Any]:
         """The SNAPSHOT object: the time, the loop's statistics, every server of the reactor."""
-        servers = [describe_server(server, self.dashboard) for server in self.loop.servers]
-        return {"time": self.now(), "loop": self.dashboard.stats.rates(), "servers": servers}
+        dashboard = self.dashboard
+        dashboard.time_handlers()  # of the servers added since the last look, too
+        servers = [describe_server(server, dashboard) for server in self.loop.servers]
+        return {"time": self.now(), "loop": {**dashboard.stats.rates(), "totals": dashboard.stats.totals()},
+                "servers": servers}  # fmt: skip
 
     # -------------------------------------------------------------- streams
 

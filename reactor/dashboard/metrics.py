@@ -1,10 +1,12 @@
 """``GET /metrics``: a reactor's numbers in the Prometheus text exposition format (version 0.0.4).
 
 Every metric is named ``reactor_...``; per-server ones carry a ``server``
-label, the request table's name (``tcp4 127.0.0.1:9000``).  What each one
-means is in docs/metrics.md.  The text is built from what the servers and
-the loop already count: serving a scrape costs one pass over each table's
-live records, and nothing between scrapes.
+label, the request table's name (``tcp4 127.0.0.1:9000``), and under
+worker processes a ``worker`` label too.  What each one means is in
+docs/metrics.md.  The text is written from a SNAPSHOT (feed.py: the same
+object ``/table.json`` serves), so that whatever a snapshot says, the
+page and the metrics say alike: serving a scrape costs one snapshot, and
+nothing between scrapes.
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ..states import FINAL_STATES, TRANSITIONS, Kind
-from .feed import counted, server_kind, strategy_text
 
-__all__ = ["render", "CONTENT_TYPE", "PER_SERVER"]
+__all__ = ["render", "CONTENT_TYPE", "PER_SERVER", "PER_LOOP"]
 
 #: The content type of the text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -69,44 +70,73 @@ PER_SERVER = {
     "reactor_records": ("gauge", "Live records in the request table, by state."),
     "reactor_table_counter_total": (
         "counter", "Every counter of the request table: each bound or trouble met, by name."),
+    "reactor_handler_runs_total": (
+        "counter", "Handler runs that ended (finish_request calls; forked children), counted since the dashboard "
+        "started timing the server."),
+    "reactor_handler_seconds_total": (
+        "counter", "Seconds handlers ran, on the loop, on worker threads or in forked children (a child: from "
+        "fork to exit), counted since the dashboard started timing the server."),
+}  # fmt: skip
+
+#: The loop's metrics: name -> (type, help, what of LOOP's ``totals`` it is).
+PER_LOOP = {
+    "reactor_loop_wakeups_total": ("counter", "Times the loop woke from select(), by why.", "why"),
+    "reactor_loop_ready_descriptors_total": ("counter", "Descriptors select() returned ready, summed.", "ready"),
+    "reactor_loop_busy_seconds_total": (
+        "counter", "Seconds the loop spent running callbacks, inline handlers included.", "busy"),
+    "reactor_loop_wait_seconds_total": ("counter", "Seconds the loop spent waiting in select().", "waiting"),
 }  # fmt: skip
 
 
-def render(servers: Iterable[Any], stats: Any = None, dashboard_server: Any = None) -> bytes:
-    """The exposition for ``servers`` (a reactor's) and its ``stats`` (a ``LoopStats``, or None)."""
+def _server_samples(server: dict[str, Any], samples: dict[str, list[tuple[dict[str, Any], float]]]) -> None:
+    """Add the samples of one SERVER object of a snapshot."""
+    labels = {"server": server["name"]}
+    if "worker" in server:
+        labels["worker"] = server["worker"]
+    totals = server["totals"]
+    samples["reactor_server_info"].append(({
+        **labels, "kind": server["kind"], "handler": server["handler"], "strategy": server["strategy"],
+        "dashboard": str(server["dashboard"]).lower(),
+    }, 1))  # fmt: skip
+    samples["reactor_requests_opened_total"].append((labels, totals["opened"]))
+    samples["reactor_requests_total"] += [({**labels, "outcome": o}, totals[o]) for o in _OUTCOMES]
+    samples["reactor_received_bytes_total"].append((labels, server["bytes_in"]))
+    samples["reactor_sent_bytes_total"].append((labels, server["bytes_out"]))
+    states = dict.fromkeys(_live_states(Kind(server["kind"])), 0)
+    states.update(server["states"])
+    samples["reactor_records"] += [({**labels, "state": state}, n) for state, n in states.items()]
+    counters = sorted(server["counters"].items())
+    samples["reactor_table_counter_total"] += [({**labels, "counter": name}, n) for name, n in counters]
+    handlers = server.get("handlers")
+    if handlers is not None:
+        samples["reactor_handler_runs_total"].append((labels, handlers["runs"]))
+        samples["reactor_handler_seconds_total"].append((labels, handlers["seconds"]))
+
+
+def render(snapshot: dict[str, Any]) -> bytes:
+    """The exposition of a SNAPSHOT (``Feed.snapshot()``; under workers, the supervisor's merged one).
+
+    The loop's metrics come from the snapshot's ``loop["totals"]``, or, when
+    it has ``workers`` (each ``{"worker": N, "loop": LOOP, ...}``), from each
+    worker's loop with a ``worker`` label.
+    """
     samples: dict[str, list[tuple[dict[str, Any], float]]] = {name: [] for name in PER_SERVER}
-    for server in servers:
-        table = server.request_table
-        records = table.snapshot()
-        numbers = counted(table)
-        totals = numbers["totals"]
-        labels = {"server": table.name}
-        kind = server_kind(server)
-        samples["reactor_server_info"].append(({
-            **labels, "kind": kind.value, "handler": getattr(server.RequestHandlerClass, "__name__", "?"),
-            "strategy": strategy_text(server.dispatch), "dashboard": str(server is dashboard_server).lower(),
-        }, 1))  # fmt: skip
-        samples["reactor_requests_opened_total"].append((labels, totals["opened"]))
-        samples["reactor_requests_total"] += [({**labels, "outcome": o}, totals[o]) for o in _OUTCOMES]
-        samples["reactor_received_bytes_total"].append((labels, table.ended_bytes_in + sum(r.bytes_in for r in records)))
-        samples["reactor_sent_bytes_total"].append((labels, table.ended_bytes_out + sum(r.bytes_out for r in records)))
-        states = dict.fromkeys(_live_states(kind), 0)
-        for record in records:
-            states[record.state.name] = states.get(record.state.name, 0) + 1
-        samples["reactor_records"] += [({**labels, "state": state}, n) for state, n in states.items()]
-        counters = sorted(numbers["counters"].items())
-        samples["reactor_table_counter_total"] += [({**labels, "counter": name}, n) for name, n in counters]
+    for server in snapshot["servers"]:
+        _server_samples(server, samples)
     out = _Text()
     for name, (kind_of_metric, help) in PER_SERVER.items():
         out.metric(name, kind_of_metric, help, samples[name])
-    if stats is not None:
-        out.metric("reactor_loop_wakeups_total", "counter", "Times the loop woke from select(), by why.",
-                   [({"reason": reason}, n) for reason, n in stats.why.items()])  # fmt: skip
-        out.metric("reactor_loop_ready_descriptors_total", "counter", "Descriptors select() returned ready, summed.",
-                   [({}, stats.ready)])  # fmt: skip
-        out.metric("reactor_loop_busy_seconds_total", "counter",
-                   "Seconds the loop spent running callbacks, inline handlers included (time in handlers).",
-                   [({}, stats.busy)])  # fmt: skip
-        out.metric("reactor_loop_wait_seconds_total", "counter", "Seconds the loop spent waiting in select().",
-                   [({}, stats.waiting)])  # fmt: skip
+    if "workers" in snapshot:
+        loops = [({"worker": w["worker"]}, w["loop"]) for w in snapshot["workers"] if w.get("loop")]
+    else:
+        loops = [({}, snapshot["loop"])] if snapshot.get("loop") else []
+    for name, (kind_of_metric, help, field) in PER_LOOP.items():
+        loop_samples: list[tuple[dict[str, Any], float]] = []
+        for labels, loop in loops:
+            value = loop["totals"][field]
+            if isinstance(value, dict):
+                loop_samples += [({**labels, "reason": reason}, n) for reason, n in value.items()]
+            else:
+                loop_samples.append((labels, value))
+        out.metric(name, kind_of_metric, help, loop_samples)
     return ("\n".join(out.lines) + "\n").encode()
