@@ -375,6 +375,9 @@ def test_metrics_parse_with_the_prometheus_parser(places: Any) -> None:
     assert value("reactor_table_counter", "reactor_table_counter_total", server=tcp, counter="too_long") == 1
     assert value("reactor_server_info", "reactor_server_info", server=tcp, kind="connection", handler="LineEcho",
                  strategy="inline", dashboard="false") == 1  # fmt: skip
+    assert value("reactor_handler_runs", "reactor_handler_runs_total", server=tcp) == 1  # "hi": the other was too long
+    assert value("reactor_handler_runs", "reactor_handler_runs_total", server=unix) == 0  # a part of a line: no run yet
+    assert value("reactor_handler_seconds", "reactor_handler_seconds_total", server=tcp) > 0
     wakeups = {s.labels["reason"]: s.value for s in families["reactor_loop_wakeups"].samples}
     assert set(wakeups) == {"ready", "wakeup", "timers", "timeout"} and wakeups["ready"] > 0
     assert value("reactor_loop_busy_seconds", "reactor_loop_busy_seconds_total") > 0
