@@ -66,7 +66,9 @@ class FakeServer:
         return {"name": self.name, "kind": self.kind.value, "family": self.family,
                 "address": self.name.split()[1], "handler": self.handler, "strategy": self.strategy,
                 "tls": False, "proxy": False, "dashboard": False, "states": states, "records": records,
-                "counters": dict(self.counters), "totals": dict(self.totals)}  # fmt: skip
+                "counters": dict(self.counters), "totals": dict(self.totals),
+                "bytes_in": sum(r["bytes_in"] for r in records), "bytes_out": sum(r["bytes_out"] for r in records),
+                "handlers": {"busy": 0.05, "runs_per_s": 120.0, "per_run": 0.0004, "runs": 1200, "seconds": 0.5}}  # fmt: skip
 
 
 class Simulation:

@@ -23,6 +23,7 @@ installs Debian's ``chromium``).
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 from typing import Iterator
@@ -135,6 +136,11 @@ def test_the_page_shows_the_servers_states_and_transitions_and_they_change() -> 
         browser.wait(f"{UPDATES} >= {int(first.body['data-updates']) + 4} && {count(server, 'CLOSED')} > {closed}")
         second = Dom(browser.dom())
         check_page(second, server)
+        # Time in handlers: the server's own line, and the inline share of the loop's time.
+        runs = f"document.querySelector('section[data-server=\"{server}\"] [data-handlers]')?.dataset.handlers"
+        assert int(browser.wait(f"Number({runs}) > 0 && {runs}")) > 0
+        legend = browser.evaluate("document.getElementById('time-legend').textContent")
+        assert re.search(r"inline handlers \d+%.*the reactor's own work \d+%.*waiting in select\(\) \d+%", legend), legend
     # Clients kept coming and going: more records were opened, more ended
     # in CLOSED (the final state's badge counts them since the page
     # opened), and the newest transition listed is another one.

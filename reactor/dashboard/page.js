@@ -126,6 +126,15 @@ function showFacts(section, server) {
   fact("address", server.address);
   fact("handler", server.handler);
   fact("strategy", server.strategy);
+  const h = server.handlers;
+  if (h) {                      // its handlers, wherever they ran (the loop, worker threads, children)
+    fact("in handlers", `${h.busy.toFixed(2)} busy \u00b7 ${h.runs_per_s.toFixed(1)} runs/s \u00b7 ` +
+         `${(h.per_run * 1000).toFixed(2)} ms a run`);
+    facts.lastChild.dataset.handlers = h.runs;
+    facts.lastChild.title = "handlers running at once on average over the last second (0.5: one, half the " +
+      "time), handler runs ended per second, and the mean run; " + h.runs + " runs, " + h.seconds.toFixed(3) +
+      " s in all since the dashboard started timing this server";
+  }
   if (server.tls) facts.append(element("span", "TLS", "tag"));
   if (server.proxy) facts.append(element("span", "PROXY protocol", "tag"));
   if (server.dashboard) facts.append(element("span", "this dashboard", "tag"));
@@ -297,21 +306,24 @@ function togglePause() {
 
 // ------------------------------------------------------------------ the loop
 
-function bar(id, parts) {        // parts: [[name, share of the bar (0..1), text]]
+function bar(id, parts) {        // parts: [[name, share of the bar (0..1), text, label (the name)]]
   const container = $("#" + id + "-bar"), legend = $("#" + id + "-legend");
   container.replaceChildren();
   legend.replaceChildren();
-  for (const [name, share, text] of parts) {
+  for (const [name, share, text, label = name] of parts) {
     const span = element("span", undefined, "k-" + name);
     span.style.width = (Math.max(0, Math.min(1, share)) * 100).toFixed(1) + "%";
     container.append(span);
     const item = element("span");
-    item.append(element("i", undefined, "k-" + name), `${name} ${text}`);
+    item.append(element("i", undefined, "k-" + name), `${label} ${text}`);
     legend.append(item);
   }
 }
 
-function showLoop(loop) {
+// The loop's time: between two select() calls it runs callbacks, among them
+// the handlers of the servers that run theirs inline; the rest is the
+// reactor's own work (accepting, reading, framing, writing).
+function showLoop(loop, servers) {
   if (!loop) return;
   const wakeups = loop.wakeups_per_s || 0;
   $("#wakeups").textContent = wakeups.toFixed(1);
@@ -320,8 +332,12 @@ function showLoop(loop) {
   const total = Object.values(why).reduce((a, b) => a + b, 0) || 1;
   bar("why", ["ready", "timers", "wakeup", "timeout"].map((k) => [k, (why[k] || 0) / total, (why[k] || 0).toFixed(1)]));
   const busy = loop.busy_share || 0, wait = loop.wait_share || 0;
-  bar("time", [["busy", busy, `${(busy * 100).toFixed(0)}% in handlers and callbacks`],
-               ["wait", wait, `${(wait * 100).toFixed(0)}% waiting in select`]]);
+  const inline = Math.min(busy, servers.filter((s) => s.strategy === "inline" && s.handlers)
+    .reduce((sum, s) => sum + s.handlers.busy, 0));
+  const pct = (share) => `${(share * 100).toFixed(0)}%`;
+  bar("time", [["handlers", inline, pct(inline), "inline handlers"],
+               ["busy", busy - inline, pct(busy - inline), "the reactor's own work"],
+               ["wait", wait, pct(wait), "waiting in select()"]]);
   spark.push(wakeups);
   if (spark.length > SPARK_POINTS) spark.shift();
   const top = Math.max(1, ...spark);
@@ -333,7 +349,7 @@ function showLoop(loop) {
 // ------------------------------------------------------------------ feeding it
 
 function show(data) {
-  showLoop(data.loop);
+  showLoop(data.loop, data.servers || []);
   showServers(data.servers || []);
   document.body.dataset.time = data.time;
 }
