@@ -17,7 +17,8 @@ Cost: nothing unless attached.  ``HandlerTime.attach(server)`` puts a
 timing ``finish_request`` on the server *instance* (in front of the
 class's, or of one the instance had); ``detach()`` by its last user takes
 it away again.  Attached, a handler run costs one more Python call, two
-clock reads and a lock (workers add from their own threads).  A forked
+clock reads and two additions to its thread's own counts (no lock: each
+thread adds to a cell of its own, and a reader sums the cells).  A forked
 child's life is added by ``Fork`` when the child ends (it tests
 ``server.handler_time``, which is None unless attached).  A dashboard
 attaches one to every server it shows (reactor/dashboard/).
@@ -39,7 +40,7 @@ WINDOW = 1.0
 class HandlerTime:
     """The handler runs of one server and the seconds they took, counted while attached.
 
-    Read ``runs`` and ``seconds`` (totals since attached) at any time;
+    Read ``runs`` and ``seconds`` (totals since attached) at any time, on any thread;
     ``rates()`` gives the same over about the last second.  Use
     ``HandlerTime.attach(server)`` and ``detach()``: several users of one
     server share one ``HandlerTime`` (``server.handler_time``).
@@ -48,12 +49,20 @@ class HandlerTime:
     def __init__(self, server: Any, clock: Callable[[], float] = time.perf_counter) -> None:
         self.server = server
         self.clock = clock
-        self.runs = 0
-        self.seconds = 0.0
         self.users = 0
-        self._lock = threading.Lock()
+        self._cells: dict[int, list] = {}  # thread ident -> [runs, seconds] that thread counted
         self._own: Any = None  # the finish_request the instance had before us, if it had one
         self._samples: deque[tuple[float, int, float]] = deque([(clock(), 0, 0.0)])
+
+    @property
+    def runs(self) -> int:
+        """Handler runs that ended since attached."""
+        return sum(cell[0] for cell in list(self._cells.values()))
+
+    @property
+    def seconds(self) -> float:
+        """Seconds those runs took."""
+        return sum(cell[1] for cell in list(self._cells.values()))
 
     @classmethod
     def attach(cls, server: Any) -> "HandlerTime":
@@ -80,30 +89,34 @@ class HandlerTime:
             server.__dict__.pop("finish_request", None)
 
     def _timed(self, finish_request: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
-        clock, add = self.clock, self.add
+        clock, cells, get_ident = self.clock, self._cells, threading.get_ident
 
         def timed_finish_request(request: Any, client_address: Any) -> None:
             start = clock()
             try:
                 finish_request(request, client_address)
             finally:
-                add(clock() - start)
+                cell = cells.get(get_ident())  # this thread's own: no other thread writes it
+                if cell is None:
+                    cell = cells[get_ident()] = [0, 0.0]
+                cell[0] += 1
+                cell[1] += clock() - start
 
         return timed_finish_request
 
     def add(self, seconds: float) -> None:
-        """Count one handler run of ``seconds`` (any thread)."""
-        with self._lock:
-            self.runs += 1
-            self.seconds += seconds
+        """Count one handler run of ``seconds`` (any thread; ``Fork`` adds a child's life)."""
+        cell = self._cells.setdefault(threading.get_ident(), [0, 0.0])
+        cell[0] += 1
+        cell[1] += seconds
 
     def rates(self) -> dict[str, float]:
         """Over about the last second: ``busy`` (handlers running at once, on average: 0.5 is one
         handler half the time, 3.0 three all the time), ``runs_per_s``, and ``per_run`` (seconds
         a run took, on average; 0 with no run).  Shaped as the dashboard's HANDLERS object, with
         the totals ``runs`` and ``seconds`` since attached."""
-        with self._lock:
-            now = (self.clock(), self.runs, self.seconds)
+        cells = list(self._cells.values())
+        now = (self.clock(), sum(cell[0] for cell in cells), sum(cell[1] for cell in cells))
         samples = self._samples
         samples.append(now)
         while len(samples) > 2 and now[0] - samples[1][0] >= WINDOW:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from typing import Any
 
@@ -154,5 +155,29 @@ def test_a_handler_that_raises_is_timed_too(places: Any) -> None:
             assert timing.runs == 1 and timing.seconds > 0
             timing.detach()
             r.remove_server(server)
+    finally:
+        server.server_close()
+
+
+@pytest.mark.timeout(20)
+def test_runs_counted_on_many_threads_at_once_are_all_there(places: Any) -> None:
+    server = places.make_server("tcp4", SlowFramed)
+    try:
+        server.finish_request = lambda request, client_address: None  # a handler that takes no time
+        timing = HandlerTime.attach(server)
+        each = 20_000
+
+        def run() -> None:
+            for _ in range(each):
+                server.finish_request(None, None)
+
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        timing.add(0.5)  # a child's life, added by the loop's thread
+        assert timing.runs == 4 * each + 1 and timing.seconds >= 0.5
+        timing.detach()
     finally:
         server.server_close()
