@@ -112,6 +112,8 @@ class Reporter:
         """Send one report now, if the socket takes it; True if it went."""
         report = self.report()
         data = json.dumps(report, separators=(",", ":")).encode()
+        if len(data) > BUFFER:  # more than the supervisor reads at once, whatever the kernel would take
+            return self._send_smaller(report, len(data))
         try:
             self.sock.send(data)
         except (BlockingIOError, InterruptedError):
@@ -132,8 +134,14 @@ class Reporter:
                 server["more"] = server.get("more", 0) + len(server["records"])
                 server["records"] = []
         report["records_dropped"] = True
+        data = json.dumps(report, separators=(",", ":")).encode()
         try:
-            self.sock.send(json.dumps(report, separators=(",", ":")).encode())
+            if len(data) > BUFFER:
+                raise OSError(errno.EMSGSIZE, "still too large")
+            self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            self.reports_dropped += 1
+            return False
         except OSError:
             self.reports_dropped += 1
             log.warning("worker dashboard report of %d bytes is too large for its socket; dropped", size)
