@@ -465,3 +465,27 @@ def test_a_report_too_large_for_a_packet_goes_without_its_records(monkeypatch: A
         finally:
             reporter.close()
             ours.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_page_lists_the_workers_and_their_servers(places: Any) -> None:
+    from dashboard_support import load_script
+
+    script = load_script()
+    if script.find_chromium() is None:
+        pytest.skip("chromium is not installed (Debian package chromium; make tools installs it)")
+    command = Supervised(places.path())
+    try:
+        wait_for(lambda: len(command.shown(table(command.url))) == 4, 5, "both workers' reports")
+        pids = sorted(w["pid"] for w in table(command.url)["workers"])
+        with script.Browser() as browser:
+            browser.open(command.url)
+            browser.wait("document.querySelectorAll('#workers tbody tr').length == 2")
+            rows = browser.evaluate("[...document.querySelectorAll('#workers tbody tr')]"
+                                    ".map((tr) => [...tr.cells].map((td) => td.textContent))")  # fmt: skip
+            assert [row[0] for row in rows] == ["1", "2"] and sorted(int(row[1]) for row in rows) == pids
+            panels = browser.evaluate("[...document.querySelectorAll('section.server')].map((s) => s.dataset.server)")
+            assert panels[:4] == [f"worker {k}: {name}" for k in (1, 2) for name in command.tables.values()]
+        assert command.stop() == 0, command.stderr()
+    finally:
+        command.close()

@@ -282,6 +282,8 @@ function listTransitions(transitions, dropped, truncated) {
 // "tcp4 127.0.0.1:9000" -> "tcp4 :9000", "unix /tmp/x/echo.sock" -> "unix echo.sock": the
 // list is narrow; the row's tooltip has the whole name.
 function short(name) {
+  const worker = String(name).match(/^worker (\d+): (.*)$/);   // under worker processes: "w2 tcp4 :9000"
+  if (worker) return "w" + worker[1] + " " + short(worker[2]);
   const [family, address = ""] = String(name).split(" ", 2);
   const port = address.match(/:(\d+)$/);
   return family + " " + (port ? ":" + port[1] : address.split("/").pop());
@@ -330,10 +332,40 @@ function showLoop(loop) {
   $("#spark polyline").setAttribute("points", points.join(" "));
 }
 
+// ------------------------------------------------------------------ the workers
+
+// Under worker processes (serve --workers N --dashboard), the snapshot lists
+// them: one row each, under the loop panel (which then sums their loops).
+function showWorkers(workers) {
+  let panel = $("#workers");
+  if (!workers) { panel?.remove(); return; }
+  if (!panel) {
+    panel = element("section", undefined, "panel");
+    panel.id = "workers";
+    panel.append(element("h2", "Worker processes"));
+    const table = element("table");
+    const head = element("tr");
+    for (const [text, className] of [["worker", "num"], ["pid", "num"], ["wake-ups/s", "num"], ["busy", "num"],
+                                     ["report age", "num"]]) head.append(element("th", text, className));
+    table.append(element("thead"), element("tbody"));
+    $("thead", table).append(head);
+    panel.append(table);
+    $("#loop").after(panel);
+  }
+  $("tbody", panel).replaceChildren(...workers.map((w) => {
+    const loop = w.loop || {};
+    const tr = row([[w.worker, "num"], [w.pid, "num"], [(loop.wakeups_per_s || 0).toFixed(1), "num"],
+                    [((loop.busy_share || 0) * 100).toFixed(0) + "%", "num"], [seconds(w.age || 0), "num"]]);
+    tr.dataset.worker = w.worker;
+    return tr;
+  }));
+}
+
 // ------------------------------------------------------------------ feeding it
 
 function show(data) {
   showLoop(data.loop);
+  showWorkers(data.workers);
   showServers(data.servers || []);
   document.body.dataset.time = data.time;
 }
