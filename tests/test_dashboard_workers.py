@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 import urllib.error
 import urllib.request
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 from cli_support import EXIT_TIMEOUT, ROOT, Command, children
 from conftest import CLIENT_TIMEOUT, wait_for
+from test_dashboard_http import Events
 from test_workers import gone
 
 import reactor
@@ -71,34 +73,10 @@ def exchange(address: Any, lines: int = 1, hold: bool = False) -> socket.socket 
     return None
 
 
-class Events:
-    """``GET /events`` on a raw socket: (name, data) of each event."""
-
-    def __init__(self, url: str, rcvbuf: int | None = None) -> None:
-        host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
-        self.sock = socket.socket()
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(CLIENT_TIMEOUT)
-        self.sock.connect((host, int(port)))
-        self.sock.sendall(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")
-        self.buffer = b""
-
-    def next(self) -> tuple[str, Any]:
-        while True:
-            while b"\n\n" not in self.buffer:
-                chunk = self.sock.recv(65536)
-                assert chunk, "the event stream ended"
-                self.buffer += chunk
-            block, _, self.buffer = self.buffer.partition(b"\n\n")
-            if block.startswith(b"HTTP/1.1"):
-                block = block.partition(b"\r\n\r\n")[2]
-            fields = dict(line.split(": ", 1) for line in block.decode().splitlines() if ": " in line)
-            if "event" in fields:
-                return fields["event"], json.loads(fields["data"])
-
-    def close(self) -> None:
-        self.sock.close()
+def open_events(url: str) -> Events:
+    """``GET /events`` of the dashboard at ``url`` (test_dashboard_http's reader)."""
+    host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
+    return Events(types.SimpleNamespace(server_address=(host, int(port))))
 
 
 class Supervised(Command):
@@ -191,7 +169,7 @@ def test_one_page_and_one_metrics_show_every_worker(places: Any) -> None:
         assert events == {"started": 2, "died": 0, "replaced": 0, "killed": 0}
 
         # The events: a snapshot, then updates carrying both workers' transitions.
-        stream = Events(command.url)
+        stream = open_events(command.url)
         try:
             name, data = stream.next()
             assert name == "snapshot" and len(command.shown(data)) == 4
@@ -230,7 +208,10 @@ def test_a_killed_worker_leaves_the_page_its_replacement_comes_and_sigterm_leave
     try:
         wait_for(lambda: len(command.shown(table(command.url))) == 4, 5, "both workers' reports")
         # A reader of the supervisor's events that never reads: the workers go on at their pace.
-        stalled = Events(command.url, rcvbuf=4096)
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", int(command.url.rstrip("/").rsplit(":", 1)[1])))
+        stalled.sendall(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")  # and never read
         started = time.monotonic()
         for n in range(200):  # bounded: 200 exchanges
             exchange(command.tcp if n % 2 else command.unix)
@@ -259,6 +240,27 @@ def test_a_killed_worker_leaves_the_page_its_replacement_comes_and_sigterm_leave
     finally:
         if stalled is not None:
             stalled.close()
+        command.close()
+
+
+@pytest.mark.timeout(30)
+def test_reuse_port_workers_are_shown_too() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = Command("handlers.echo:LineEcho", "--tcp", f"127.0.0.1:{port}", "--workers", "2", "--reuse-port",
+                      "--dashboard", "127.0.0.1:0")  # fmt: skip
+    try:
+        command.serving(1)
+        url = command.proc.stdout.readline().split()[1]
+        name = f"tcp4 127.0.0.1:{port}"
+        wait_for(lambda: sorted((s.get("worker"), s.get("table")) for s in table(url)["servers"] if "worker" in s)
+                 == [(1, name), (2, name)], 5, "both workers' own sockets")  # fmt: skip
+        for _ in range(10):
+            exchange(("127.0.0.1", port))
+        wait_for(lambda: total(table(url), name) == 10, 5, "the ten connections, on either worker")
+        assert command.stop() == 0, command.stderr()
+    finally:
         command.close()
 
 

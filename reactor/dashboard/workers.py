@@ -142,7 +142,9 @@ class WorkersSource:
                 return
             try:
                 report = json.loads(bytes(self._buffer[:size]))
-                servers, loop_now, then = report["servers"], report["loop"], float(report["time"])
+                then = float(report["time"])
+                if not isinstance(report["servers"], list) or not isinstance(report["loop"], dict):
+                    raise TypeError("not a report")
             except (ValueError, KeyError, TypeError):
                 log.warning("worker %d (pid %d): a dashboard report that cannot be read (%d bytes)", worker.slot,
                             worker.pid, size)  # fmt: skip
