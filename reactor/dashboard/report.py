@@ -45,11 +45,13 @@ log = logging.getLogger("reactor")
 WATCH, QUIET = b"w", b"q"
 #: A worker with nothing new still reports after this many seconds.
 ALIVE = 2.0
-#: SO_SNDBUF and SO_RCVBUF of both ends, bytes.  A report of one server
-#: with 200 records and 500 transitions is about 90 KB (measured by
-#: tests/test_dashboard_workers.py); the kernel caps the buffer at
-#: net.core.wmem_max (208 KiB by default, doubled for its bookkeeping),
-#: which still takes the largest report of two such servers.
+#: SO_SNDBUF and SO_RCVBUF of both ends, and the largest report sent, in bytes.
+#: The largest report of one server (200 records and 500 transitions, every
+#: field at its widest) is about 120 KB (tests/test_dashboard_workers.py
+#: measures it): this is room for eight.  The kernel caps the buffer at
+#: net.core.wmem_max (208 KiB on many systems, doubled for its bookkeeping:
+#: a packet of up to about 400 KB, three such servers); a larger report gets
+#: EMSGSIZE and goes without its records lists (see the module docstring).
 BUFFER = 1 << 20
 
 
