@@ -48,10 +48,11 @@ ALIVE = 2.0
 #: SO_SNDBUF and SO_RCVBUF of both ends, and the largest report sent, in bytes.
 #: The largest report of one server (200 records and 500 transitions, every
 #: field at its widest) is about 120 KB (tests/test_dashboard_workers.py
-#: measures it): this is room for eight.  The kernel caps the buffer at
-#: net.core.wmem_max (208 KiB on many systems, doubled for its bookkeeping:
-#: a packet of up to about 400 KB, three such servers); a larger report gets
-#: EMSGSIZE and goes without its records lists (see the module docstring).
+#: measures it and wants four to fit): some 85 KB of transitions, once per
+#: report, and some 35 KB of records per server.  The kernel caps the buffer
+#: at net.core.wmem_max (208 KiB on many systems, doubled for its
+#: bookkeeping: packets of up to about 400 KB); a larger report gets EMSGSIZE
+#: and goes without its records lists (see the module docstring).
 BUFFER = 1 << 20
 
 
