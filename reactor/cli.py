@@ -349,8 +349,6 @@ def serve(args: argparse.Namespace) -> int:
         context = tls_context(args, kinds)
         proxy = serve_settings(args, kinds)
         dashboard_at = dashboard_address(args)
-        if dashboard_at is not None and args.workers is not None:
-            raise UsageFailure("--dashboard shows one reactor: it cannot be used with --workers")
     except UsageError as exc:  # UsageFailure included
         for sock in passed:
             sock.close()
@@ -362,7 +360,7 @@ def serve(args: argparse.Namespace) -> int:
         functools.partial(maker.bind, kind, text, address, reuse_port=args.reuse_port) for kind, text, address in addresses
     ]
     if args.workers is not None:
-        return _serve_workers(args, maker, makers)
+        return _serve_workers(args, maker, makers, dashboard_at)
 
     reactor = Reactor()
     servers: list[Any] = []
@@ -425,8 +423,10 @@ def _check_workers(args: argparse.Namespace, addresses: list[tuple[str, str, Any
                                "with port 0 each worker would get a port of its own")  # fmt: skip
 
 
-def _serve_workers(args: argparse.Namespace, maker: ServerMaker, makers: list[Callable[[], Any]]) -> int:
-    """``--workers N``: a supervisor (reactor.workers) forks N workers serving the servers ``makers`` make."""
+def _serve_workers(args: argparse.Namespace, maker: ServerMaker, makers: list[Callable[[], Any]],
+                   dashboard_at: Any = None) -> int:  # fmt: skip
+    """``--workers N``: a supervisor (reactor.workers) forks N workers serving the servers ``makers`` make;
+    with ``--dashboard``, the supervisor serves one of them all (reactor/dashboard/supervisor.py)."""
 
     def make_servers() -> list[Any]:
         servers: list[Any] = []
@@ -441,10 +441,12 @@ def _serve_workers(args: argparse.Namespace, maker: ServerMaker, makers: list[Ca
     def announce(names: list[str]) -> None:
         for name in names:
             print(maker.line(name, args.workers))
+        if workers.dashboard is not None:
+            print(f"dashboard {workers.dashboard.url}")
         sys.stdout.flush()
 
     workers = Workers(make_servers, args.workers, reuse_port=args.reuse_port, drain_timeout=args.drain_timeout,
-                      on_serving=announce)  # fmt: skip
+                      on_serving=announce, dashboard=dashboard_at, dashboard_remote=args.dashboard_remote)  # fmt: skip
     try:
         return workers.run()
     except UsageError as exc:  # a bind failure (UsageFailure), here or in a worker

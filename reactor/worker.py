@@ -12,8 +12,10 @@ calls ``run_worker``, which never returns:
    with every worker), or, with ``reuse_port``, its own, made here;
 3. it makes its ``Reactor``, installs its stopper, unblocks the signals,
    runs the ``setup`` hook and adds the servers;
-4. it reports on its ready pipe, ``{"servers": [names]}``, and closes it;
-   or ``{"error": text}`` if it could not make its servers;
+4. with a supervisor's dashboard, it starts its ``Reporter``
+   (reactor/dashboard/report.py) on the socket it was given; it reports
+   on its ready pipe, ``{"servers": [names]}``, and closes it; or
+   ``{"error": text}`` if it could not make its servers;
 5. it serves until SIGTERM, or until the supervisor is gone (the lifeline
    pipe, whose only writer is the supervisor, reads EOF: even a SIGKILLed
    supervisor leaves no worker serving on);
@@ -140,18 +142,20 @@ class Draining(Stopper):
 
 def run_worker(get_servers: Callable[[], list[Any]], *, ready_fd: int, lifeline_fd: int, close_fds: list[int],
                drain_timeout: float | None, setup: Callable[[list[Any]], Any] | None,
-               own_sockets: bool) -> NoReturn:  # fmt: skip
+               own_sockets: bool, report: socket.socket | None = None) -> NoReturn:  # fmt: skip
     """The body of a forked worker (see the module docstring); ends the process with ``os._exit``.
 
     ``get_servers``: returns the servers to serve (the supervisor's, or
     new ones with ``own_sockets``); ``ready_fd``: the write end of the
     ready pipe; ``lifeline_fd``: the read end of the supervisor's lifeline;
-    ``close_fds``: the supervisor's descriptors, closed here at once.
+    ``close_fds``: the supervisor's descriptors, closed here at once;
+    ``report``: with a supervisor's dashboard, this worker's end of its
+    reports' socketpair (reactor/dashboard/report.py), else None.
     """
     status = 1
     try:
         _leave_the_supervisor(close_fds)
-        status = _serve(get_servers, ready_fd, lifeline_fd, drain_timeout, setup, own_sockets)
+        status = _serve(get_servers, ready_fd, lifeline_fd, drain_timeout, setup, own_sockets, report)
     except BaseException:
         try:
             log.exception("worker %d failed", os.getpid())
@@ -178,7 +182,7 @@ def _leave_the_supervisor(close_fds: list[int]) -> None:
 
 
 def _serve(get_servers: Callable[[], list[Any]], ready_fd: int, lifeline_fd: int, drain_timeout: float | None,
-           setup: Any, own_sockets: bool) -> int:  # fmt: skip
+           setup: Any, own_sockets: bool, report: socket.socket | None) -> int:  # fmt: skip
     try:
         servers = list(get_servers())
         if own_sockets:
@@ -195,6 +199,7 @@ def _serve(get_servers: Callable[[], list[Any]], ready_fd: int, lifeline_fd: int
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # still the supervisor's
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)  # a SIGTERM that came meanwhile: now
     status = 0
+    reporter = None
     try:
         try:
             if not own_sockets:
@@ -204,10 +209,16 @@ def _serve(get_servers: Callable[[], list[Any]], ready_fd: int, lifeline_fd: int
             for server in servers:
                 reactor.add_server(server)
             reactor.add_reader(lifeline_fd, _orphaned, reactor, lifeline_fd)
+            if report is not None:  # the supervisor serves a dashboard: report to it
+                from .dashboard.report import Reporter
+
+                reporter = Reporter(reactor, report)
             _report(ready_fd, {"servers": [server.request_table.name for server in servers]})
             stopper.run()
         finally:
             close_servers(servers, reactor, deadline=stopper.deadline, hurry=stopper.second is not None)
+            if reporter is not None:
+                reporter.close()
     except KeyboardInterrupt:
         status = stopper.exit_status()
     finally:

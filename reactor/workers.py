@@ -90,7 +90,8 @@ class Workers:
         self, make_servers: Callable[[], list[Any]], count: int, *, reuse_port: bool = False,
         drain_timeout: float | None = 10.0, setup: Callable[[list[Any]], Any] | None = None,
         on_serving: Callable[[list[str]], Any] | None = None, min_uptime: float = 1.0, max_quick_failures: int = 5,
-        backoff: float = 0.1, max_backoff: float = 5.0, ready_timeout: float = 30.0,
+        backoff: float = 0.1, max_backoff: float = 5.0, ready_timeout: float = 30.0, dashboard: Any = None,
+        dashboard_remote: bool = False,
     ) -> None:  # fmt: skip
         for name, value, least in (("count", count, 1), ("max_quick_failures", max_quick_failures, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -127,6 +128,13 @@ class Workers:
         self._error: str | None = None  # a worker could not make its servers before any served
         self._wakeup: tuple[int, int] | None = None
         self._lifeline: tuple[int, int] | None = None
+        self.dashboard_address, self.dashboard_remote = dashboard, dashboard_remote
+        self._dash: Any = None  # the SupervisorDashboard (reactor/dashboard/supervisor.py) while run() runs
+
+    @property
+    def dashboard(self) -> Any:
+        """The ``Dashboard`` the supervisor serves (``url``) while ``run()`` runs with ``dashboard=``; else None."""
+        return None if self._dash is None else self._dash.dashboard
 
     @property
     def pids(self) -> list[int]:
@@ -156,6 +164,10 @@ class Workers:
             self._servers = list(self.make_servers())
         previous: dict[int, Any] = {}
         try:
+            if self.dashboard_address is not None:  # before any fork: a bind error stops everything
+                from .dashboard.supervisor import SupervisorDashboard
+
+                self._dash = SupervisorDashboard(self, self.dashboard_address, allow_remote=self.dashboard_remote)
             for server in self._servers:
                 # O_NONBLOCK belongs to the open file description, which every
                 # worker shares: set once here, a worker serving (and leaving)
@@ -180,6 +192,9 @@ class Workers:
                 for fd in (*(self._wakeup or ()), *(self._lifeline or ())):
                     os.close(fd)
                 self._wakeup = self._lifeline = None
+                if self._dash is not None:
+                    self._dash.close()
+                    self._dash = None
                 close_servers(self._servers)
         if self._error is not None:
             raise UsageError(self._error)
@@ -207,7 +222,13 @@ class Workers:
         reporting = {w.ready_fd: w for w in self._workers.values() if w.ready_fd is not None}
         for fd in reporting:
             poller.register(fd, select.POLLIN)
-        events = poller.poll(None if timeout is None else math.ceil(timeout * 1000))
+        dash, wait = self._dash, None if timeout is None else math.ceil(timeout * 1000)
+        if dash is not None:  # its reactor, plugged in: its descriptor, and its timers bound the wait
+            poller.register(dash.fileno(), select.POLLIN)
+            wait = dash.poll_ms(timeout)
+        events = poller.poll(wait)
+        if dash is not None:
+            dash.run(any(fd == dash.fileno() for fd, _ in events))
         for fd, _ in events:
             if fd == self._wakeup[0]:
                 for signum in _drain(fd):
@@ -279,6 +300,9 @@ class Workers:
         os.set_blocking(read_fd, False)
         close = [*self._wakeup, self._lifeline[1], read_fd]
         close += [w.ready_fd for w in self._workers.values() if w.ready_fd is not None]
+        ours, theirs = self._dash.pair() if self._dash is not None else (None, None)  # its reports' socketpair
+        if ours is not None:
+            close.append(ours.fileno())
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()  # or the child's copy of the buffer may come out twice
@@ -291,18 +315,25 @@ class Workers:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             os.close(read_fd)
             os.close(write_fd)
+            for sock in (ours, theirs) if ours is not None else ():
+                sock.close()
             log.error("cannot fork a worker: %s", exc)
             self._failed(slot, quick=True)
             return
         if pid == 0:  # the worker: never returns
             servers = self._servers
+            if self._dash is not None:
+                self._dash.leave_in_child()
             run_worker(self.make_servers if self.reuse_port else (lambda: servers), ready_fd=write_fd,
                        lifeline_fd=self._lifeline[0], close_fds=close, drain_timeout=self.drain_timeout,
-                       setup=self.setup, own_sockets=self.reuse_port)  # fmt: skip
+                       setup=self.setup, own_sockets=self.reuse_port, report=theirs)  # fmt: skip
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(write_fd)
         worker = WorkerProcess(pid, slot.index, self._generation, read_fd)
         self._workers[pid] = worker
+        if theirs is not None:
+            theirs.close()
+            self._dash.started(worker, ours)
         slot.next = worker
         self.counters["started"] += 1
         log.info("worker %d started (pid %d)", slot.index + 1, pid)
@@ -367,6 +398,8 @@ class Workers:
 
     def _exited(self, worker: WorkerProcess, status: int) -> None:
         del self._workers[worker.pid]
+        if self._dash is not None:
+            self._dash.exited(worker)  # out of the view at once
         if worker.ready_fd is not None:  # what it wrote before it exited is all in the pipe
             self._read_report(worker)
         how = WorkerProcess.describe(status)

@@ -33,13 +33,12 @@ from typing import Any
 from handlers.message import MessageRequest
 
 from ..errors import UsageError
-from ..handlertime import HandlerTime
-from ..loopstats import LoopStats
 from ..states import FINAL_STATES, INITIAL_STATE, TRANSITIONS
 from ..tcp import TCPServer
 from . import metrics
 from .feed import Feed
 from .http import GetHandler, Request, error_response
+from .source import LocalSource
 
 __all__ = ["Dashboard", "add_dashboard", "DashboardServer", "DashboardHandler", "DEFAULT_ADDRESS", "is_loopback",
            "parse_address", "states_json"]
@@ -120,7 +119,7 @@ class DashboardHandler(GetHandler):
         return 200, "application/json", json.dumps(states_json()).encode()
 
     def metrics(self, request: Request) -> tuple[int, str, bytes]:
-        return 200, metrics.CONTENT_TYPE, metrics.render(self.server.dashboard.feed.snapshot())
+        return 200, metrics.CONTENT_TYPE, self.server.dashboard.metrics()
 
     def events(self, request: Request) -> None:
         feed = self.server.dashboard.feed
@@ -167,15 +166,21 @@ class DashboardServer(TCPServer):
 
 
 class Dashboard:
-    """A dashboard server on ``loop``, showing every server of it.  See ``add_dashboard``.
+    """A dashboard server on ``loop``, showing what its source shows.  See ``add_dashboard``.
 
     ``server_address`` is where it listens (the real port if 0 was
     asked), ``url`` the page's address, ``server`` its ``DashboardServer``,
-    ``feed`` its ``Feed``, ``stats`` the loop's ``LoopStats``.
+    ``source`` what it shows (source.py), ``feed`` its ``Feed`` (the event
+    streams), ``stats`` the loop's ``LoopStats`` (None if the source has none).
+
+    ``source``: a callable ``source(loop, dashboard_server)`` returning the
+    source; by default ``LocalSource``, every server of ``loop``.  Under
+    worker processes the supervisor passes one that merges its workers'
+    reports (reactor/dashboard/workers.py).
     """
 
     def __init__(self, loop: Any, address: Any = DEFAULT_ADDRESS, *, allow_remote: bool = False,
-                 interval: float = 0.25, max_streams: int = 32) -> None:  # fmt: skip
+                 interval: float = 0.25, max_streams: int = 32, source: Any = None) -> None:  # fmt: skip
         if not (isinstance(address, tuple) and len(address) >= 2 and isinstance(address[0], str)):
             raise UsageError(f"a dashboard address is (HOST, PORT), not {address!r}")
         if not allow_remote and not is_loopback(address[0]):
@@ -186,19 +191,20 @@ class Dashboard:
         self.loop = loop
         self.started = time.monotonic()
         self._page: bytes | None = None
-        self._timed: dict[Any, HandlerTime] = {}  # server -> the timing of its handlers we attached
+        self.source: Any = None
         self.server = DashboardServer(address, self)
         try:
-            self.stats = LoopStats.attach(loop)
-            self.feed = Feed(self, interval, max_streams)
             loop.add_server(self.server)
-            self.time_handlers()
+            self.source = (source or LocalSource)(loop, self.server)
+            self.feed = Feed(loop, self.source, interval, max_streams)
         except BaseException:
+            if self.server in loop.servers:
+                loop.remove_server(self.server)
             self.server.server_close()
-            if getattr(self, "stats", None) is not None:
-                self.stats.detach()
-            self._untime_handlers()
+            if self.source is not None:
+                self.source.close()
             raise
+        self.stats = getattr(self.source, "stats", None)
         self._closed = False
 
     @property
@@ -217,23 +223,11 @@ class Dashboard:
             self._page = _page()
         return self._page
 
-    def time_handlers(self) -> None:
-        """Time the handlers of every server the loop serves now (reactor/handlertime.py), and stop
-        timing those it no longer serves.  Called on every snapshot, so a server added later is
-        timed from the first snapshot after it came."""
-        servers = self.loop.servers
-        if len(servers) == len(self._timed) and all(server in self._timed for server in servers):
-            return
-        for server in [s for s in self._timed if s not in servers]:
-            self._timed.pop(server).detach()
-        for server in servers:
-            if server not in self._timed:
-                self._timed[server] = HandlerTime.attach(server)
-
-    def _untime_handlers(self) -> None:
-        for timing in self._timed.values():
-            timing.detach()
-        self._timed.clear()
+    def metrics(self) -> bytes:
+        """``GET /metrics``: the Prometheus text of a snapshot (metrics.py), and what the source adds."""
+        snapshot = self.source.snapshot()
+        more = getattr(self.source, "more_metrics", None)
+        return metrics.render(snapshot) + (more(snapshot) if more is not None else b"")
 
     def close(self) -> None:
         """Stop the dashboard: its streams end, its server closes, the loop stops being timed.  Idempotent.
@@ -249,8 +243,7 @@ class Dashboard:
                 self.loop.remove_server(self.server)
         finally:
             self.server.server_close()
-            self.stats.detach()
-            self._untime_handlers()
+            self.source.close()
 
     def __enter__(self) -> "Dashboard":
         return self

@@ -90,7 +90,7 @@ PER_LOOP = {
 
 def _server_samples(server: dict[str, Any], samples: dict[str, list[tuple[dict[str, Any], float]]]) -> None:
     """Add the samples of one SERVER object of a snapshot."""
-    labels = {"server": server["name"]}
+    labels = {"server": server.get("table", server["name"])}
     if "worker" in server:
         labels["worker"] = server["worker"]
     totals = server["totals"]

@@ -291,6 +291,8 @@ function listTransitions(transitions, dropped, truncated) {
 // "tcp4 127.0.0.1:9000" -> "tcp4 :9000", "unix /tmp/x/echo.sock" -> "unix echo.sock": the
 // list is narrow; the row's tooltip has the whole name.
 function short(name) {
+  const worker = String(name).match(/^worker (\d+): (.*)$/);   // under worker processes: "w2 tcp4 :9000"
+  if (worker) return "w" + worker[1] + " " + short(worker[2]);
   const [family, address = ""] = String(name).split(" ", 2);
   const port = address.match(/:(\d+)$/);
   return family + " " + (port ? ":" + port[1] : address.split("/").pop());
@@ -323,7 +325,9 @@ function bar(id, parts) {        // parts: [[name, share of the bar (0..1), text
 // The loop's time: between two select() calls it runs callbacks, among them
 // the handlers of the servers that run theirs inline; the rest is the
 // reactor's own work (accepting, reading, framing, writing).
-function showLoop(loop, servers) {
+// Under worker processes the loop is every worker's (its shares are their
+// average), and only the workers' servers count, not the supervisor's own.
+function showLoop(loop, servers, workers) {
   if (!loop) return;
   const wakeups = loop.wakeups_per_s || 0;
   $("#wakeups").textContent = wakeups.toFixed(1);
@@ -332,8 +336,9 @@ function showLoop(loop, servers) {
   const total = Object.values(why).reduce((a, b) => a + b, 0) || 1;
   bar("why", ["ready", "timers", "wakeup", "timeout"].map((k) => [k, (why[k] || 0) / total, (why[k] || 0).toFixed(1)]));
   const busy = loop.busy_share || 0, wait = loop.wait_share || 0;
-  const inline = Math.min(busy, servers.filter((s) => s.strategy === "inline" && s.handlers)
-    .reduce((sum, s) => sum + s.handlers.busy, 0));
+  const loops = workers ? Math.max(1, workers.length) : 1;
+  const inline = Math.min(busy, servers.filter((s) => s.strategy === "inline" && s.handlers && (!workers || s.worker))
+    .reduce((sum, s) => sum + s.handlers.busy, 0) / loops);
   const pct = (share) => `${(share * 100).toFixed(0)}%`;
   bar("time", [["handlers", inline, pct(inline), "inline handlers"],
                ["busy", busy - inline, pct(busy - inline), "the reactor's own work"],
@@ -346,10 +351,40 @@ function showLoop(loop, servers) {
   $("#spark polyline").setAttribute("points", points.join(" "));
 }
 
+// ------------------------------------------------------------------ the workers
+
+// Under worker processes (serve --workers N --dashboard), the snapshot lists
+// them: one row each, under the loop panel (which then sums their loops).
+function showWorkers(workers) {
+  let panel = $("#workers");
+  if (!workers) { panel?.remove(); return; }
+  if (!panel) {
+    panel = element("section", undefined, "panel");
+    panel.id = "workers";
+    panel.append(element("h2", "Worker processes"));
+    const table = element("table");
+    const head = element("tr");
+    for (const [text, className] of [["worker", "num"], ["pid", "num"], ["wake-ups/s", "num"], ["busy", "num"],
+                                     ["report age", "num"]]) head.append(element("th", text, className));
+    table.append(element("thead"), element("tbody"));
+    $("thead", table).append(head);
+    panel.append(table);
+    $("#loop").after(panel);
+  }
+  $("tbody", panel).replaceChildren(...workers.map((w) => {
+    const loop = w.loop || {};
+    const tr = row([[w.worker, "num"], [w.pid, "num"], [(loop.wakeups_per_s || 0).toFixed(1), "num"],
+                    [((loop.busy_share || 0) * 100).toFixed(0) + "%", "num"], [seconds(w.age || 0), "num"]]);
+    tr.dataset.worker = w.worker;
+    return tr;
+  }));
+}
+
 // ------------------------------------------------------------------ feeding it
 
 function show(data) {
-  showLoop(data.loop, data.servers || []);
+  showLoop(data.loop, data.servers || [], data.workers);
+  showWorkers(data.workers);
   showServers(data.servers || []);
   document.body.dataset.time = data.time;
 }
