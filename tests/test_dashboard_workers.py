@@ -488,6 +488,8 @@ def test_the_page_lists_the_workers_and_their_servers(places: Any) -> None:
             assert [row[0] for row in rows] == ["1", "2"] and sorted(int(row[1]) for row in rows) == pids
             panels = browser.evaluate("[...document.querySelectorAll('section.server')].map((s) => s.dataset.server)")
             assert panels[:4] == [f"worker {k}: {name}" for k in (1, 2) for name in command.tables.values()]
+            title = browser.evaluate("document.querySelector('#loop h2').textContent")
+            assert title == "The loops of 2 workers (wake-ups summed, time averaged)", title
         assert command.stop() == 0, command.stderr()
     finally:
         command.close()

@@ -337,6 +337,7 @@ function showLoop(loop, servers, workers) {
   bar("why", ["ready", "timers", "wakeup", "timeout"].map((k) => [k, (why[k] || 0) / total, (why[k] || 0).toFixed(1)]));
   const busy = loop.busy_share || 0, wait = loop.wait_share || 0;
   const loops = workers ? Math.max(1, workers.length) : 1;
+  $("#loop h2").textContent = workers ? `The loops of ${loops} workers (wake-ups summed, time averaged)` : "The loop";
   const inline = Math.min(busy, servers.filter((s) => s.strategy === "inline" && s.handlers && (!workers || s.worker))
     .reduce((sum, s) => sum + s.handlers.busy, 0) / loops);
   const pct = (share) => `${(share * 100).toFixed(0)}%`;
