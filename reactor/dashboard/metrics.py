@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from ..states import FINAL_STATES, TRANSITIONS, Kind
 
-__all__ = ["render", "CONTENT_TYPE", "PER_SERVER", "PER_LOOP"]
+__all__ = ["render", "Exposition", "CONTENT_TYPE", "PER_SERVER", "PER_LOOP"]
 
 #: The content type of the text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -36,8 +36,9 @@ def _number(value: float) -> str:
     return repr(float(value)) if isinstance(value, float) else str(int(value))
 
 
-class _Text:
-    """The exposition being written: each metric's HELP and TYPE once, then its samples."""
+class Exposition:
+    """Text being written in the exposition format: each metric's HELP and TYPE once, then its samples;
+    ``text()`` the bytes."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -47,6 +48,9 @@ class _Text:
         self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
             self.lines.append(f"{name}{_labels(labels)} {_number(value)}")
+
+    def text(self) -> bytes:
+        return ("\n".join(self.lines) + "\n").encode()
 
 
 def _live_states(kind: Kind) -> list[str]:
@@ -123,7 +127,7 @@ def render(snapshot: dict[str, Any]) -> bytes:
     samples: dict[str, list[tuple[dict[str, Any], float]]] = {name: [] for name in PER_SERVER}
     for server in snapshot["servers"]:
         _server_samples(server, samples)
-    out = _Text()
+    out = Exposition()
     for name, (kind_of_metric, help) in PER_SERVER.items():
         out.metric(name, kind_of_metric, help, samples[name])
     if "workers" in snapshot:
@@ -139,4 +143,4 @@ def render(snapshot: dict[str, Any]) -> bytes:
             else:
                 loop_samples.append((labels, value))
         out.metric(name, kind_of_metric, help, loop_samples)
-    return ("\n".join(out.lines) + "\n").encode()
+    return out.text()

@@ -37,6 +37,7 @@ import time
 from collections import deque
 from typing import Any
 
+from .metrics import Exposition
 from .report import BUFFER, QUIET, WATCH
 from .source import MAX_TRANSITIONS, LocalSource
 
@@ -256,22 +257,19 @@ class WorkersSource:
     def more_metrics(self, snapshot: dict[str, Any]) -> bytes:
         """The supervisor's own metrics, after metrics.py's: ``reactor_workers`` and ``reactor_worker_events_total``."""
         shown = snapshot["supervisor"]
-        lines = [
-            "# HELP reactor_workers Worker processes: wanted (the count asked for), alive, and reporting to this dashboard.",
-            "# TYPE reactor_workers gauge",
-            *(f'reactor_workers{{state="{state}"}} {shown[key]}'
-              for state, key in (("wanted", "workers"), ("alive", "alive"), ("reporting", "reporting"))),
-            "# HELP reactor_worker_events_total Worker processes started, died (exited unasked), replaced (by a "
-            "reload) and killed (SIGKILL after the grace period) since the supervisor started.",
-            "# TYPE reactor_worker_events_total counter",
-            *(f'reactor_worker_events_total{{event="{event}"}} {shown[event]}'
-              for event in ("started", "died", "replaced", "killed")),
-            "# HELP reactor_worker_report_age_seconds Seconds since the worker's last report reached the supervisor.",
-            "# TYPE reactor_worker_report_age_seconds gauge",
-            *(f'reactor_worker_report_age_seconds{{worker="{w["worker"]}"}} {float(w["age"])!r}'
-              for w in snapshot["workers"]),
-        ]  # fmt: skip
-        return ("\n".join(lines) + "\n").encode()
+        out = Exposition()
+        out.metric("reactor_workers", "gauge",
+                   "Worker processes: wanted (the count asked for), alive, and reporting to this dashboard.",
+                   [({"state": state}, shown[key]) for state, key in
+                    (("wanted", "workers"), ("alive", "alive"), ("reporting", "reporting"))])
+        out.metric("reactor_worker_events_total", "counter",
+                   "Worker processes started, died (exited unasked), replaced (by a reload) and killed (SIGKILL "
+                   "after the grace period) since the supervisor started.",
+                   [({"event": event}, shown[event]) for event in ("started", "died", "replaced", "killed")])
+        out.metric("reactor_worker_report_age_seconds", "gauge",
+                   "Seconds since the worker's last report reached the supervisor.",
+                   [({"worker": w["worker"]}, float(w["age"])) for w in snapshot["workers"]])  # fmt: skip
+        return out.text()
 
     def close(self) -> None:
         """Stop reading every worker, and the supervisor's own source.  Idempotent."""
