@@ -28,6 +28,8 @@ SYSTEMS = {
     "from the one socket the supervisor bound (serve --workers 2)",
     "reactor-line-dash": "reactor-line with a dashboard on the same reactor (reactor.add_dashboard), a reader "
     "streaming its events (GET /events) all along: what watching costs",
+    "reactor-workers-dash": "reactor-workers with the supervisor's dashboard of both workers (Workers(dashboard=...)), a "
+    "reader streaming its events all along: what watching workers costs",
     "bare": "a hand-written selectors loop, the pure-Python reference: one recv(), every complete line back in one send(); "
     "recvfrom()/sendto() for datagrams",
 }
@@ -56,6 +58,9 @@ WORKERS_SYSTEMS = ("reactor-line", "reactor-workers")
 
 #: The systems of the dashboard scenario: reactor-line without and with a streaming dashboard.
 DASHBOARD_SYSTEMS = ("reactor-line", "reactor-line-dash")
+
+#: The systems of the workers' dashboard scenario: two workers without and with the supervisor's dashboard streaming.
+WORKERS_DASHBOARD_SYSTEMS = ("reactor-workers", "reactor-workers-dash")
 
 #: The references every ratio is taken against.
 ASYNCIO, STREAMS, BARE = "asyncio-proto", "asyncio-streams", "bare"
@@ -128,6 +133,8 @@ class Scenario:
             what += ", 1 vs 2 workers" + ("" if self.pinned else ", unpinned")
         if self.only == DASHBOARD_SYSTEMS:
             what += ", without and with a streaming dashboard"
+        if self.only == WORKERS_DASHBOARD_SYSTEMS:
+            what += ", 2 workers without and with the supervisor's dashboard streaming"
         return f"{where}, {what}"
 
     def not_applicable(self, system: str, pool: int) -> str | None:
@@ -160,6 +167,7 @@ SCENARIOS = [
     Scenario("workers-50-free", "tcp", 50, only=WORKERS_SYSTEMS, pinned=False),
     Scenario("workers-50x16-free", "tcp", 50, depth=16, only=WORKERS_SYSTEMS, pinned=False),
     Scenario("dash-50", "tcp", 50, only=DASHBOARD_SYSTEMS),
+    Scenario("workers-dash-50", "tcp", 50, only=WORKERS_DASHBOARD_SYSTEMS),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -208,4 +216,6 @@ TARGETS = [
            "reactor-workers", 1.0, "reactor-line"),
     Target("line echo, 50 conns, a dashboard streaming: x without one", "dash-50", "reactor-line-dash", 0.9,
            "reactor-line"),
+    Target("2 workers, 50 conns, the supervisor's dashboard streaming: x without one", "workers-dash-50",
+           "reactor-workers-dash", 0.9, "reactor-workers"),
 ]

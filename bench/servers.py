@@ -177,11 +177,13 @@ WORKERS = 2
 
 
 @system("reactor-workers")
-def reactor_workers(kind: str, address: str, options: argparse.Namespace) -> None:
+def reactor_workers(kind: str, address: str, options: argparse.Namespace, dashboard: bool = False) -> None:
     """reactor-line's server, served by ``reactor.Workers(count=WORKERS)``: the
     supervisor binds the socket, every worker accepts from it.  Pinned with
     ``--cpu``, all of them share that CPU (the figure then is the cost of
-    the workers, not their scaling)."""
+    the workers, not their scaling).  With ``dashboard``, the supervisor
+    serves one of them all (loopback, a port the kernel picks), named in
+    the ready line for the harness's event reader."""
     import reactor
     from handlers.echo import LineEcho
 
@@ -198,9 +200,20 @@ def reactor_workers(kind: str, address: str, options: argparse.Namespace) -> Non
         servers.append(Server(bind_address(kind, address), LineEcho, dispatch=reactor.Inline()))
         return servers[-1:]
 
-    workers = reactor.Workers(make, count=WORKERS, drain_timeout=2.0,
-                              on_serving=lambda names: ready(shown(servers[0].server_address)))  # fmt: skip
+    def serving(names: list[str]) -> None:
+        board = workers.dashboard
+        more = {"dashboard": list(board.server_address[:2])} if board is not None else {}
+        ready(shown(servers[0].server_address), **more)
+
+    workers = reactor.Workers(make, count=WORKERS, drain_timeout=2.0, on_serving=serving,
+                              dashboard=("127.0.0.1", 0) if dashboard else None)  # fmt: skip
     sys.exit(workers.run())
+
+
+@system("reactor-workers-dash")
+def reactor_workers_dash(kind: str, address: str, options: argparse.Namespace) -> None:
+    """reactor-workers with the supervisor's dashboard; the harness streams its events (bench/dashreader.py)."""
+    reactor_workers(kind, address, options, dashboard=True)
 
 
 @system("reactor-chunk")
