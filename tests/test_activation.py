@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import urllib.request
 from typing import Any
 
 import pytest
@@ -210,7 +211,8 @@ class Activated(Command):
 
 @pytest.mark.timeout(40)
 @needs_socket_activate
-@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one-process", "workers"])
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"], ["--workers", "2", "--dashboard", "127.0.0.1:0"]],
+                         ids=["one-process", "workers", "workers-dashboard"])  # fmt: skip
 def test_serve_started_by_systemd_socket_activate_serves_the_passed_sockets(places, workers):
     with open(os.path.join(places.dir, "pid.py"), "w") as f:
         f.write(PID_HANDLER)
@@ -221,6 +223,18 @@ def test_serve_started_by_systemd_socket_activate_serves_the_passed_sockets(plac
         served = command.serving(2)
         assert served == {"tcp4": ("127.0.0.1", command.port), "unix": path}
         assert listen == "-"  # read and removed from the environment: nothing it starts takes the sockets
+        if "--dashboard" in workers:  # the supervisor's dashboard shows both workers' passed sockets
+            line = command.proc.stdout.readline()
+            assert line.startswith("dashboard http://127.0.0.1:"), line
+            url = line.split()[1]
+
+            def shown() -> set[tuple[int, str]]:
+                with urllib.request.urlopen(url + "table.json", timeout=CLIENT_TIMEOUT) as answer:
+                    snapshot = json.load(answer)
+                return {(s["worker"], s["table"]) for s in snapshot["servers"] if "worker" in s}
+
+            tables = {f"tcp4 127.0.0.1:{command.port}", f"unix {path}"}
+            wait_for(lambda: shown() == {(w, t) for w in (1, 2) for t in tables}, 5, "both workers' reports")
         assert command.ask(path)[1] == "-"
         expected = {command.proc.pid} if not workers else set()
         if workers:
