@@ -5,7 +5,7 @@ HOST:PORT``) makes one ``SupervisorDashboard`` before its first fork.  The
 supervisor keeps its own loop (reactor/workers.py ``_wait``: a
 ``select.poll`` of its signal pipe and the workers' ready pipes) and
 drives this reactor the way any foreign loop drives one (docs/reactor.md):
-it polls ``fileno()`` too, waits at most ``timeout(...)``, and calls
+it polls ``fileno()`` too, waits at most ``poll_ms(...)``, and calls
 ``run(ready)``, which runs ``run_once(0)`` when that descriptor was
 readable or a timer is due.  The reactor serves the ``Dashboard`` (its
 page, ``/events``, ``/table.json``, ``/metrics``) from a ``WorkersSource``
@@ -67,17 +67,13 @@ class SupervisorDashboard:
         """The reactor's descriptor: poll it for reading."""
         return self._fd
 
-    def timeout(self, timeout: float | None) -> float | None:
-        """``timeout`` (seconds, None: none), shortened to the reactor's next timer."""
-        due = self.loop.next_timeout()
-        if due is None:
-            return timeout
-        return due if timeout is None else min(timeout, due)
-
     def poll_ms(self, timeout: float | None) -> int | None:
-        """``timeout(timeout)`` in milliseconds for ``poll()`` (rounded up: a timer is never run early)."""
-        seconds = self.timeout(timeout)
-        return None if seconds is None else math.ceil(seconds * 1000)
+        """The supervisor's ``timeout`` (seconds, None: none) shortened to the reactor's next timer, in
+        milliseconds for ``poll()`` (rounded up: a timer is never run early)."""
+        due = self.loop.next_timeout()
+        if due is not None:
+            timeout = due if timeout is None else min(timeout, due)
+        return None if timeout is None else math.ceil(timeout * 1000)
 
     def run(self, ready: bool) -> None:
         """After the supervisor's poll: run the reactor once if its descriptor was ready or a timer is due."""
